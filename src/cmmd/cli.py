@@ -1,0 +1,64 @@
+"""The ``cmmd`` entry point: one verb per module in ``cmmd.commands``.
+
+Each command module defines ``HELP`` (one line), ``add_arguments(parser)`` and
+``run(args) -> int``. Modules are imported only when their verb runs, so ``cmmd --help`` is fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from cmmd.config import ConfigError
+from cmmd.errors import CmmdError
+
+# verb -> (module, one-line help). Keep in pipeline order: data -> model -> training -> eval.
+COMMANDS: dict[str, tuple[str, str]] = {
+    "synth": ("cmmd.commands.synth", "generate the synthetic audio-visual benchmark (mp4 + JSON)"),
+    "prepare": ("cmmd.commands.prepare", "turn a folder of videos into training shards"),
+    "train": ("cmmd.commands.train", "train a joint video-audio diffusion model"),
+    "generate": ("cmmd.commands.generate", "sample video->audio, audio->video or both from a checkpoint"),
+    "demo": ("cmmd.commands.demo", "one-command demo on the synthetic benchmark (HTML report)"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="cmmd", description="Contrastive multi-modal diffusion for video <-> audio generation."
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for verb, (module_name, help_text) in COMMANDS.items():
+        sp = sub.add_parser(verb, help=help_text, description=help_text)
+        sp.set_defaults(_module=module_name)
+        if verb in _requested_verbs():
+            importlib.import_module(module_name).add_arguments(sp)
+    return parser
+
+
+def _requested_verbs() -> set[str]:
+    # Importing every command (and so torch) just to print the top-level help costs seconds.
+    return {a for a in sys.argv[1:] if a in COMMANDS}
+
+
+def main(argv: list[str] | None = None) -> int:
+    if argv is not None:
+        sys.argv = [sys.argv[0], *argv]
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "command", None):
+        parser.print_help()
+        return 2
+    module = importlib.import_module(args._module)
+    try:
+        return int(module.run(args) or 0)
+    except (CmmdError, ConfigError) as exc:
+        print(f"cmmd {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"cmmd {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
