@@ -23,7 +23,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(argv: list[str]) -> argparse.ArgumentParser:
+    """Top-level parser; only the requested verb's module is imported to add its flags."""
     parser = argparse.ArgumentParser(
         prog="cmmd", description="Contrastive multi-modal diffusion for video <-> audio generation."
     )
@@ -31,20 +32,15 @@ def build_parser() -> argparse.ArgumentParser:
     for verb, (module_name, help_text) in COMMANDS.items():
         sp = sub.add_parser(verb, help=help_text, description=help_text)
         sp.set_defaults(_module=module_name)
-        if verb in _requested_verbs():
+        # Importing every command (and so torch) just to print the top-level help costs seconds.
+        if verb in argv:
             importlib.import_module(module_name).add_arguments(sp)
     return parser
 
 
-def _requested_verbs() -> set[str]:
-    # Importing every command (and so torch) just to print the top-level help costs seconds.
-    return {a for a in sys.argv[1:] if a in COMMANDS}
-
-
 def main(argv: list[str] | None = None) -> int:
-    if argv is not None:
-        sys.argv = [sys.argv[0], *argv]
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser(argv)
     args = parser.parse_args(argv)
     if not getattr(args, "command", None):
         parser.print_help()

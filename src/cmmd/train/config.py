@@ -1,0 +1,81 @@
+"""The training run's configuration: one dataclass tree, read strictly from YAML."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from cmmd.data.negatives import NegativeConfig
+from cmmd.diffusion.losses import DiffusionLossConfig
+
+
+@dataclass
+class DataSection:
+    """Where the prepared shards are (``cmmd prepare`` output) and how clips are cut."""
+
+    root: str = ""
+    clip_frames: int = 18
+    num_workers: int = 2
+
+
+@dataclass
+class ModelSection:
+    """A named preset from :mod:`cmmd.models.presets` plus field overrides of its UNetConfig."""
+
+    preset: str = "tiny"
+    overrides: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class DiffusionSection:
+    """Noise schedule (METHOD.md section 3) and the training objective (sections 3-4)."""
+
+    schedule: Literal["cosine", "linear"] = "cosine"
+    num_steps: int = 1000
+    loss: DiffusionLossConfig = field(default_factory=DiffusionLossConfig)
+
+
+@dataclass
+class OptimSection:
+    """AdamW with linear warm-up then cosine or constant learning rate."""
+
+    lr: float = 2e-4
+    weight_decay: float = 0.0
+    betas: tuple[float, float] = (0.9, 0.999)
+    warmup_steps: int = 100
+    lr_schedule: Literal["cosine", "constant"] = "cosine"
+    min_lr_ratio: float = 0.1
+    grad_clip: float = 1.0
+
+
+@dataclass
+class PreviewSection:
+    """Periodic sample previews (video->audio spectrograms) written by rank 0."""
+
+    every: int = 0
+    method: Literal["ddim", "dpmpp2m"] = "ddim"
+    steps: int = 25
+
+
+@dataclass
+class TrainConfig:
+    """Everything a run needs; ``batch_size`` is the global batch per optimizer step."""
+
+    out_dir: str = "runs/default"
+    seed: int = 0
+    steps: int = 1000
+    max_minutes: float = 0.0
+    batch_size: int = 8
+    grad_accum: int = 1
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
+    device: str = "auto"
+    ema_decay: float = 0.999
+    log_every: int = 10
+    checkpoint_every: int = 500
+    keep_checkpoints: int = 3
+    data: DataSection = field(default_factory=DataSection)
+    model: ModelSection = field(default_factory=ModelSection)
+    diffusion: DiffusionSection = field(default_factory=DiffusionSection)
+    negatives: NegativeConfig = field(default_factory=NegativeConfig)
+    optim: OptimSection = field(default_factory=OptimSection)
+    preview: PreviewSection = field(default_factory=PreviewSection)

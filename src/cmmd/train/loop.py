@@ -1,0 +1,281 @@
+"""A minimal, resumable DDP training loop for the joint model (one function, ``train``).
+
+Every random draw of step ``s`` (which clips, which windows, noise, timesteps, negatives,
+dropout) is a pure function of ``(seed, s, rank)``, so a run killed at step k and resumed from
+its checkpoint follows the uninterrupted run exactly; no RNG state needs saving.
+"""
+
+from __future__ import annotations
+
+import math
+import signal
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.nn.parallel import DistributedDataParallel
+from tqdm import tqdm
+
+from cmmd.audio.mel import MelStats
+from cmmd.config import from_dict, save_config, to_dict
+from cmmd.data.dataset import ClipDataset
+from cmmd.data.negatives import make_negatives
+from cmmd.diffusion.losses import training_loss
+from cmmd.diffusion.schedules import make_schedule
+from cmmd.errors import CmmdError
+from cmmd.models import JointUNet, UNetConfig, build_unet
+from cmmd.train import distributed as D
+from cmmd.train.checkpoint import latest_checkpoint, load_training_state, save_checkpoint
+from cmmd.train.config import TrainConfig
+from cmmd.train.ema import make_ema, update_ema
+from cmmd.train.logging import ScalarLog
+from cmmd.train.schedule import lr_at
+
+
+def step_seed(seed: int, step: int, rank: int = 0, stream: int = 0) -> int:
+    """A 63-bit seed unique to (run seed, step, rank, stream) via numpy's SeedSequence."""
+    return int(np.random.SeedSequence([seed, step, rank, stream]).generate_state(2, np.uint64)[0] >> 1)
+
+
+class StepBatches(torch.utils.data.Sampler[list[int]]):
+    """Yields, for each (step, micro-batch) from ``start_step``, this rank's sample ids.
+
+    A sample id ``j`` means epoch ``j // n`` and position ``j % n`` of that epoch's seeded
+    permutation; :class:`StepIndexedClips` turns it into a clip window. Ranks take disjoint
+    slices of the global batch, which is the sharding DDP needs.
+    """
+
+    def __init__(self, steps: int, start_step: int, micro_batch: int, accum: int, rank: int, world: int):
+        self.steps, self.start, self.micro, self.accum = steps, start_step, micro_batch, accum
+        self.rank, self.world = rank, world
+
+    def __len__(self) -> int:
+        return (self.steps - self.start) * self.accum
+
+    def __iter__(self) -> Iterator[list[int]]:
+        per_micro = self.micro * self.world
+        for step in range(self.start, self.steps):
+            for m in range(self.accum):
+                base = (step * self.accum + m) * per_micro + self.rank * self.micro
+                yield list(range(base, base + self.micro))
+
+
+class StepIndexedClips(torch.utils.data.Dataset):
+    """Maps a global sample id to (epoch, seeded permutation position) of a ClipDataset."""
+
+    def __init__(self, clips: ClipDataset, seed: int):
+        self.clips, self.seed = clips, seed
+        self.n = len(clips)
+        self._perms: dict[int, np.ndarray] = {}
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, sample_id: int) -> dict[str, Any]:
+        epoch, pos = divmod(sample_id, self.n)
+        perm = self._perms.get(epoch)
+        if perm is None:
+            perm = np.random.default_rng([self.seed, epoch]).permutation(self.n)
+            self._perms = {epoch: perm}
+        return self.clips.get(int(perm[pos]), epoch)
+
+
+@dataclass
+class _StopFlag:
+    requested: bool = False
+    signum: int = 0
+
+
+def _install_signal_handlers(flag: _StopFlag) -> dict[int, Any]:
+    def handler(signum: int, _frame: Any) -> None:
+        flag.requested, flag.signum = True, signum
+
+    previous = {}
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        try:
+            previous[sig] = signal.signal(sig, handler)
+        except ValueError:  # not the main thread (e.g. inside a test runner thread)
+            pass
+    return previous
+
+
+def build_model(cfg: TrainConfig) -> JointUNet:
+    """The network of a run from its preset name and overrides (strictly validated)."""
+    return build_unet(cfg.model.preset, **cfg.model.overrides)
+
+
+def _autocast(cfg: TrainConfig, device: torch.device):
+    if cfg.precision == "fp32" or device.type != "cuda":
+        return torch.autocast(device.type, enabled=False)
+    return torch.autocast("cuda", dtype=torch.bfloat16 if cfg.precision == "bf16" else torch.float16)
+
+
+def check_config(cfg: TrainConfig, world_size: int) -> tuple[Path, MelStats]:
+    """Fail before any work: data dir, batch divisibility, model overrides."""
+    root = Path(cfg.data.root)
+    if not cfg.data.root:
+        raise CmmdError("data.root is not set: point it at the output of `cmmd prepare`")
+    if not root.is_dir():
+        raise CmmdError(f"data.root: {root} does not exist (run `cmmd prepare SRC {root}` first)")
+    stats_file = root / "mel_stats.json"
+    if not stats_file.is_file():
+        raise CmmdError(f"data.root: {root} has no mel_stats.json; is it a `cmmd prepare` output?")
+    if cfg.batch_size % (world_size * cfg.grad_accum):
+        raise CmmdError(
+            f"batch_size: {cfg.batch_size} is not divisible by world_size x grad_accum "
+            f"= {world_size} x {cfg.grad_accum}"
+        )
+    if cfg.steps <= 0:
+        raise CmmdError("steps: must be positive")
+    build_model(cfg)  # validates model.preset and model.overrides, naming a bad key
+    return root, MelStats.load(stats_file)
+
+
+def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> torch.nn.Module:
+    """Run (or resume) training; returns the EMA model. Works under torchrun (DDP)."""
+    info = D.setup(cfg.device)
+    try:
+        return _train(cfg, resume, progress, info)
+    finally:
+        D.teardown(info)
+
+
+def _train(cfg: TrainConfig, resume: bool, progress: bool, info: D.DistInfo) -> torch.nn.Module:
+    root, mel_stats = check_config(cfg, info.world_size)
+    run_dir = Path(cfg.out_dir)
+    existing = latest_checkpoint(run_dir)
+    if existing is not None and not resume:
+        raise CmmdError(
+            f"out_dir: {run_dir} already holds a run (checkpoint {existing.name}); pass --resume "
+            "to continue it or choose another out_dir (nothing is overwritten)"
+        )
+    if resume and existing is None and (run_dir / "config.yaml").exists() is False and info.is_main:
+        print(f"cmmd train: --resume given but {run_dir} has no checkpoint yet; starting fresh")
+
+    torch.manual_seed(cfg.seed)  # identical initialisation on every rank
+    model = build_model(cfg).to(info.device)
+    ema = make_ema(model)
+    opt = torch.optim.AdamW(
+        model.parameters(), lr=cfg.optim.lr, betas=cfg.optim.betas, weight_decay=cfg.optim.weight_decay
+    )
+    start_step = 0
+    if resume and existing is not None:
+        ck = load_training_state(existing, model, ema, opt)
+        start_step = ck.step
+        if info.is_main:
+            print(f"cmmd train: resumed from {existing} at step {start_step}")
+    if start_step >= cfg.steps:
+        if info.is_main:
+            print(f"cmmd train: run already at step {start_step} >= steps={cfg.steps}; nothing to do")
+        return ema
+
+    config_dict = to_dict(cfg)
+    extra = {"mel_stats": mel_stats.to_dict(), "fps": None, "size": None}
+    clips = ClipDataset(root, clip_frames=cfg.data.clip_frames, seed=cfg.seed)
+    extra.update(fps=clips.fps, size=clips.size, sample_rate=clips.sample_rate, codec="pixel")
+    if info.is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        save_config(cfg, run_dir / "config.yaml")
+    micro = cfg.batch_size // (info.world_size * cfg.grad_accum)
+    loader = torch.utils.data.DataLoader(
+        StepIndexedClips(clips, cfg.seed),
+        batch_sampler=StepBatches(cfg.steps, start_step, micro, cfg.grad_accum, info.rank, info.world_size),
+        num_workers=cfg.data.num_workers,
+        persistent_workers=False,
+        pin_memory=info.device.type == "cuda",
+    )
+    net: torch.nn.Module = model
+    if info.world_size > 1:
+        net = DistributedDataParallel(model, device_ids=[info.device.index] if info.device.type == "cuda" else None)
+    schedule = make_schedule(cfg.diffusion.schedule, cfg.diffusion.num_steps)
+    scaler = torch.amp.GradScaler(enabled=cfg.precision == "fp16" and info.device.type == "cuda")
+    log = ScalarLog(run_dir) if info.is_main else None
+    flag = _StopFlag()
+    previous_handlers = _install_signal_handlers(flag)
+    bar = tqdm(total=cfg.steps, initial=start_step, disable=not (progress and info.is_main),
+               desc="train", dynamic_ncols=True, unit="step")
+    t0, last_log_t = time.time(), time.time()
+    batches = iter(loader)
+    step = start_step
+    last_saved = start_step if existing is not None else -1
+    try:
+        while step < cfg.steps:
+            lr = lr_at(step, cfg.optim.lr, cfg.steps, cfg.optim.warmup_steps, cfg.optim.lr_schedule,
+                       cfg.optim.min_lr_ratio)
+            for group in opt.param_groups:
+                group["lr"] = lr
+            torch.manual_seed(step_seed(cfg.seed, step, info.rank, 1))  # dropout
+            logs_sum: dict[str, float] = {}
+            for m in range(cfg.grad_accum):
+                batch = next(batches)
+                video = batch["video"].to(info.device, non_blocking=True)
+                audio = mel_stats.normalize(batch["mel"].to(info.device, non_blocking=True))
+                gen = torch.Generator(device=info.device).manual_seed(step_seed(cfg.seed, step, info.rank, 2 + m))
+                negatives = None
+                if cfg.diffusion.loss.contrastive != "none":
+                    negatives = make_negatives(video, audio, cfg.negatives, gen, fps=clips.fps,
+                                               sample_rate=clips.sample_rate)
+                with _autocast(cfg, info.device):
+                    loss, logs = training_loss(net, video, audio, negatives, schedule, cfg.diffusion.loss, gen)
+                scaler.scale(loss / cfg.grad_accum).backward()
+                for k, v in logs.items():
+                    logs_sum[k] = logs_sum.get(k, 0.0) + float(v) / cfg.grad_accum
+            bad = not math.isfinite(logs_sum.get("loss", float(loss)))
+            if D.all_ranks_flag(info, bad):
+                where = f"last good checkpoint: {latest_checkpoint(run_dir)}" if last_saved >= 0 else "no checkpoint was written yet"
+                raise CmmdError(
+                    f"loss became non-finite at step {step} (loss={logs_sum.get('loss')}); stopped "
+                    f"without saving; {where}. Lower optim.lr or raise optim.warmup_steps."
+                )
+            scaler.unscale_(opt)
+            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.grad_clip)
+            scaler.step(opt)
+            scaler.update()
+            opt.zero_grad(set_to_none=True)
+            update_ema(ema, model, cfg.ema_decay, step)
+            step += 1
+            bar.update(1)
+            bar.set_postfix(loss=f"{logs_sum.get('loss', 0.0):.4f}", lr=f"{lr:.2e}")
+            if log is not None and (step % cfg.log_every == 0 or step == cfg.steps):
+                now = time.time()
+                log.write(step, {**logs_sum, "lr": lr, "grad_norm": float(grad_norm),
+                                 "seconds": now - t0, "steps_per_s": cfg.log_every / max(1e-9, now - last_log_t)})
+                last_log_t = now
+            out_of_time = cfg.max_minutes > 0 and (time.time() - t0) / 60 >= cfg.max_minutes
+            stop = D.all_ranks_flag(info, flag.requested or out_of_time)
+            periodic = cfg.checkpoint_every > 0 and step % cfg.checkpoint_every == 0
+            if periodic or stop or step == cfg.steps:
+                if info.is_main:
+                    save_checkpoint(run_dir, step, model, ema, opt, config_dict, extra, cfg.keep_checkpoints)
+                last_saved = step
+                D.barrier(info)
+            if info.is_main and cfg.preview.every > 0 and step % cfg.preview.every == 0:
+                from cmmd.train.preview import write_preview
+
+                write_preview(ema, schedule, cfg, clips, mel_stats, run_dir / "previews" / f"step_{step:08d}.png")
+            if stop:
+                if info.is_main:
+                    why = f"signal {flag.signum}" if flag.requested else f"max_minutes={cfg.max_minutes}"
+                    bar.write(f"cmmd train: stopped at step {step} ({why}); checkpoint saved, resume with --resume")
+                break
+    finally:
+        bar.close()
+        if log is not None:
+            log.close()
+        for sig, handler in previous_handlers.items():
+            signal.signal(sig, handler)
+    return ema
+
+
+def model_config_of(cfg: TrainConfig) -> UNetConfig:
+    """The resolved UNetConfig of a run (preset + overrides), e.g. for reporting."""
+    return build_model(cfg).cfg
+
+
+def load_train_config(data: dict[str, Any]) -> TrainConfig:
+    """A TrainConfig from a plain dict (as embedded in checkpoints)."""
+    return from_dict(TrainConfig, data)
