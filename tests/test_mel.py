@@ -1,0 +1,180 @@
+"""Tests for cmmd.audio.mel (log-mel front-end, MelStats) and cmmd.audio.griffinlim."""
+
+from __future__ import annotations
+
+import json
+
+import librosa
+import numpy as np
+import pytest
+import torch
+
+from cmmd.audio.mel import MIN_STD, LogMel, MelStats, log_mel, mel_filterbank, mel_frequencies
+from cmmd.data.conventions import HOP, LOG_FLOOR, N_MELS, SAMPLE_RATE
+from cmmd.errors import CmmdError
+
+SR = SAMPLE_RATE
+
+
+def _librosa_log_mel(y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Reference: librosa magnitude mel with the last centred frame dropped, and its log."""
+    mel = librosa.feature.melspectrogram(
+        y=y, sr=SR, n_fft=512, hop_length=256, win_length=512, power=1.0, n_mels=80,
+        fmin=0.0, fmax=8000.0, center=True,
+    )[:, :-1]
+    return mel, np.log(np.maximum(mel, LOG_FLOOR))
+
+
+def _tone(freq: float, seconds: float = 1.0, amp: float = 0.5) -> np.ndarray:
+    t = np.arange(int(seconds * SR)) / SR
+    return (amp * np.sin(2 * np.pi * freq * t)).astype(np.float32)
+
+
+def _percussive(seconds: float = 1.8, seed: int = 0) -> np.ndarray:
+    """Decaying tone bursts plus a noise click every 300 ms, like the synthetic impacts scene."""
+    rng = np.random.default_rng(seed)
+    n = int(seconds * SR)
+    y = np.zeros(n, dtype=np.float32)
+    for k, start in enumerate(range(800, n - 4000, int(0.3 * SR))):
+        t = np.arange(4000) / SR
+        pitch = (392.0, 784.0, 1568.0, 3136.0)[k % 4]
+        y[start : start + 4000] += 0.5 * np.exp(-t * 30) * np.sin(2 * np.pi * pitch * t)
+        y[start : start + 200] += 0.3 * rng.standard_normal(200) * np.exp(-np.arange(200) / 40)
+    return y
+
+
+# Impact-class pitches plus a low and a high tone; none lies near the midpoint of two centres,
+# where Slaney area normalisation (wider filters are lower) can favour the lower bin.
+@pytest.mark.parametrize("freq", [100.0, 392.0, 784.0, 1568.0, 3136.0, 5000.0])
+def test_pure_tone_peaks_in_nearest_bin(freq: float) -> None:
+    mel = log_mel(torch.from_numpy(_tone(freq)))
+    centres = mel_frequencies()
+    assert int(mel[:, 10:-10].mean(dim=1).argmax()) == int((centres - freq).abs().argmin())
+
+
+@pytest.mark.parametrize("num_samples", [28800, 28800 + 37, 57600, 511, 256])
+def test_matches_librosa(num_samples: int) -> None:
+    rng = np.random.default_rng(num_samples)
+    y = np.concatenate([_percussive(4.0), _tone(440.0, 4.0)])[:num_samples]
+    y = y + 0.01 * rng.standard_normal(num_samples).astype(np.float32)
+    ref, ref_log = _librosa_log_mel(y)
+    out = log_mel(torch.from_numpy(y)).numpy()
+    assert out.shape == ref.shape == (N_MELS, num_samples // HOP)
+    mask = ref > 1e-4
+    assert np.abs(out - ref_log)[mask].max() < 1e-3
+
+
+def test_matches_librosa_batched_and_in_float64() -> None:
+    ys = np.stack([_percussive(1.8, seed=s)[: 28800 + 37] for s in range(3)])
+    ys[1] += _tone(1000.0, 1.9)[: ys.shape[1]]
+    out = log_mel(torch.from_numpy(ys))
+    out64 = log_mel(torch.from_numpy(ys).double())
+    assert out.shape == (3, N_MELS, 112) and out.dtype == torch.float32
+    assert out64.dtype == torch.float64
+    for b in range(3):
+        ref, ref_log = _librosa_log_mel(ys[b])
+        assert np.abs(out[b].numpy() - ref_log)[ref > 1e-4].max() < 1e-3
+        assert np.abs(out64[b].numpy() - ref_log).max() < 1e-5
+        assert torch.allclose(out[b], log_mel(torch.from_numpy(ys[b])), atol=1e-5)
+
+
+def test_frame_counts_follow_conventions() -> None:
+    assert log_mel(torch.zeros(int(1.8 * SR))).shape == (N_MELS, 112)
+    assert log_mel(torch.zeros(2, int(3.6 * SR))).shape == (2, N_MELS, 225)
+    assert float(log_mel(torch.zeros(SR)).max()) == pytest.approx(np.log(LOG_FLOOR))
+
+
+def test_rejects_too_short_and_bad_shapes() -> None:
+    with pytest.raises(CmmdError, match="shorter than one mel hop"):
+        log_mel(torch.zeros(HOP - 1))
+    with pytest.raises(CmmdError, match=r"\(S,\) or \(B, S\)"):
+        log_mel(torch.zeros(1, 2, 1000))
+    with pytest.raises(CmmdError, match="does not fit sample rate"):
+        mel_filterbank(sample_rate=8000)
+
+
+def test_differentiable_and_module_matches_functional() -> None:
+    wave = torch.from_numpy(_percussive(0.5)).unsqueeze(0).repeat(2, 1).requires_grad_(True)
+    module = LogMel()
+    out = module(wave)
+    assert torch.equal(out, log_mel(wave))
+    assert module.state_dict() == {}
+    out.sum().backward()
+    assert wave.grad is not None and torch.isfinite(wave.grad).all() and wave.grad.abs().sum() > 0
+    x = torch.randn(1, 600, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda w: log_mel(w), (x,), eps=1e-6, atol=1e-4)
+
+
+def test_half_precision_and_module_dtype() -> None:
+    y = torch.from_numpy(_percussive(0.5))
+    ref = log_mel(y)
+    out = log_mel(y.to(torch.bfloat16))
+    assert out.dtype == torch.bfloat16
+    assert (out.float() - ref).abs()[ref > -4].max() < 0.1
+    out64 = LogMel().double()(y.double())
+    assert out64.dtype == torch.float64
+    assert (out64.float() - ref).abs()[ref > np.log(1e-4)].max() < 1e-3
+
+
+def test_filterbank_is_librosa_slaney() -> None:
+    fb = mel_filterbank()
+    ref = librosa.filters.mel(sr=SR, n_fft=512, n_mels=80, fmin=0, fmax=8000, htk=False, norm="slaney")
+    assert fb.shape == (80, 257)
+    assert np.allclose(fb.numpy(), ref, atol=1e-7)
+    assert bool((fb.sum(dim=1) > 0).all())
+
+
+def _random_mels(seed: int, count: int) -> list[torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    scale = torch.linspace(0.5, 3.0, N_MELS)[:, None]
+    return [
+        torch.randn(int(torch.randint(1, 4, (1,), generator=g)), N_MELS, 37, generator=g) * scale - 4.0
+        for _ in range(count)
+    ]
+
+
+def test_melstats_streaming_equals_one_shot() -> None:
+    mels = _random_mels(0, 7) + [torch.randn(N_MELS, 11, dtype=torch.float64).numpy()]
+    stats = MelStats.compute(iter(mels))
+    flat = torch.cat([torch.as_tensor(m).reshape(-1, N_MELS, m.shape[-1]).transpose(0, 1).reshape(N_MELS, -1).double()
+                      for m in mels], dim=1)
+    assert stats.count == flat.shape[1]
+    assert torch.allclose(stats.mean.double(), flat.mean(dim=1), atol=1e-6)
+    assert torch.allclose(stats.std.double(), flat.std(dim=1, unbiased=False), atol=1e-6)
+
+
+def test_melstats_normalize_roundtrip_and_save_load(tmp_path) -> None:
+    mels = _random_mels(1, 5)
+    stats = MelStats.compute(mels)
+    batch = mels[0]
+    z = stats.normalize(batch)
+    assert z.shape == batch.shape
+    assert torch.allclose(stats.denormalize(z), batch, atol=1e-5)
+    pooled = stats.normalize(torch.cat([m.transpose(0, 1).reshape(N_MELS, -1) for m in mels], dim=1))
+    assert torch.allclose(pooled.mean(dim=1), torch.zeros(N_MELS), atol=1e-4)
+    assert torch.allclose(pooled.std(dim=1, unbiased=False), torch.ones(N_MELS), atol=1e-4)
+    assert stats.normalize(batch.double()).dtype == torch.float64
+
+    path = tmp_path / "mel_stats.json"
+    stats.save(path)
+    data = json.loads(path.read_text())
+    assert len(data["mean"]) == len(data["std"]) == N_MELS
+    loaded = MelStats.load(path)
+    assert torch.equal(loaded.mean, stats.mean) and torch.equal(loaded.std, stats.std)
+    assert loaded.count == stats.count
+
+
+def test_melstats_floors_constant_bins_and_rejects_bad_input(tmp_path) -> None:
+    stats = MelStats.compute([torch.full((N_MELS, 20), float(np.log(LOG_FLOOR)))])
+    assert torch.allclose(stats.std, torch.full((N_MELS,), MIN_STD))
+    with pytest.raises(CmmdError, match="no frames"):
+        MelStats.compute([])
+    with pytest.raises(CmmdError, match=r"\(80, L\)"):
+        MelStats.compute([torch.zeros(40, 10)])
+    with pytest.raises(CmmdError, match="does not exist"):
+        MelStats.load(tmp_path / "missing.json")
+    (tmp_path / "bad.json").write_text(json.dumps({"mean": [0.0] * 80}))
+    with pytest.raises(CmmdError, match="'mean' and 'std'"):
+        MelStats.load(tmp_path / "bad.json")
+    with pytest.raises(CmmdError, match="bins on dim -2"):
+        stats.normalize(torch.zeros(2, 40, 10))
