@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from cmmd.audio.griffinlim import GriffinLimVocoder, griffin_lim
 from cmmd.audio.mel import MIN_STD, LogMel, MelStats, log_mel, mel_filterbank, mel_frequencies
 from cmmd.data.conventions import HOP, LOG_FLOOR, N_MELS, SAMPLE_RATE
 from cmmd.errors import CmmdError
@@ -178,3 +179,40 @@ def test_melstats_floors_constant_bins_and_rejects_bad_input(tmp_path) -> None:
         MelStats.load(tmp_path / "bad.json")
     with pytest.raises(CmmdError, match="bins on dim -2"):
         stats.normalize(torch.zeros(2, 40, 10))
+
+
+@pytest.mark.parametrize("signal", ["percussive", "tone"])
+def test_griffin_lim_round_trip_error_is_bounded(signal: str) -> None:
+    y = _percussive(1.8) if signal == "percussive" else _tone(440.0, 1.8)
+    mel = log_mel(torch.from_numpy(y))
+    wave = griffin_lim(mel)
+    assert wave.shape == (112 * HOP,) and wave.dtype == torch.float32
+    assert float(wave.abs().max()) <= 1.0
+    diff = (log_mel(wave) - mel).abs()
+    # Measured at 32 iterations: 0.33 / 0.23 over all bins, 0.013 / 0.035 over loud bins.
+    assert float(diff.mean()) < 0.4
+    assert float(diff[mel > -2].mean()) < 0.1
+
+
+def test_griffin_lim_is_deterministic_batch_invariant_and_a_vocoder() -> None:
+    mels = torch.stack([log_mel(torch.from_numpy(_percussive(0.6, seed=s))) for s in range(3)])
+    vocoder = GriffinLimVocoder(n_iter=8)
+    assert vocoder.sample_rate == SR
+    batched = vocoder(mels)
+    assert batched.shape == (3, mels.shape[-1] * HOP)
+    assert torch.equal(batched, vocoder(mels))
+    assert torch.allclose(batched[1], vocoder(mels[1]), atol=1e-6)
+    zeros = griffin_lim(mels[0], n_iter=8, init_phase="zeros")
+    assert torch.equal(zeros, griffin_lim(mels[0], n_iter=8, init_phase="zeros"))
+    assert not torch.equal(zeros, batched[0])
+    wave64 = griffin_lim(mels[0].double(), n_iter=8)
+    assert wave64.dtype == torch.float64 and torch.allclose(wave64.float(), batched[0], atol=1e-3)
+
+
+def test_griffin_lim_rejects_bad_input() -> None:
+    with pytest.raises(CmmdError, match=r"\(80, L\)"):
+        griffin_lim(torch.zeros(40, 10))
+    with pytest.raises(CmmdError, match="momentum"):
+        griffin_lim(torch.zeros(80, 10), momentum=1.0)
+    with pytest.raises(CmmdError, match="init_phase"):
+        griffin_lim(torch.zeros(80, 10), init_phase="ones")  # type: ignore[arg-type]
