@@ -1,1 +1,63 @@
-"""diffusion stage of cmmd."""
+"""Diffusion stage of cmmd: schedules, parameterisations, losses, the denoiser, guidance, samplers.
+
+METHOD.md sections 3-5: the joint v-prediction objective (paper Eq. 2), the joint contrastive
+loss (Eq. 6) and its bounded variant, and conditional sampling by replacement / reconstruction
+guidance (Eq. 3) with DDIM or DPM-Solver++(2M).
+"""
+
+from cmmd.diffusion.denoiser import Denoiser, JointDenoiser
+from cmmd.diffusion.guidance import Condition, GuidedDenoiser, guided_denoiser
+from cmmd.diffusion.losses import (
+    DiffusionLossConfig,
+    contrastive_bound,
+    contrastive_loss,
+    joint_diffusion_loss,
+    match_negatives,
+    training_loss,
+)
+from cmmd.diffusion.parameterization import (
+    eps_from_v,
+    eps_from_x0,
+    prediction_target,
+    q_sample,
+    v_from_eps,
+    velocity_target,
+    x0_from_eps,
+    x0_from_prediction,
+    x0_from_v,
+)
+from cmmd.diffusion.samplers import SAMPLERS, ddim_sample, dpmpp2m_sample, sample, sampling_timesteps
+from cmmd.diffusion.schedules import Schedule, append_dims, cosine_alpha_bar, linear_alpha_bar, make_schedule
+
+__all__ = [
+    "SAMPLERS",
+    "Condition",
+    "Denoiser",
+    "DiffusionLossConfig",
+    "GuidedDenoiser",
+    "JointDenoiser",
+    "Schedule",
+    "append_dims",
+    "contrastive_bound",
+    "contrastive_loss",
+    "cosine_alpha_bar",
+    "ddim_sample",
+    "dpmpp2m_sample",
+    "eps_from_v",
+    "eps_from_x0",
+    "guided_denoiser",
+    "joint_diffusion_loss",
+    "linear_alpha_bar",
+    "make_schedule",
+    "match_negatives",
+    "prediction_target",
+    "q_sample",
+    "sample",
+    "sampling_timesteps",
+    "training_loss",
+    "v_from_eps",
+    "velocity_target",
+    "x0_from_eps",
+    "x0_from_prediction",
+    "x0_from_v",
+]

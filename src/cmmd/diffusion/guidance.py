@@ -1,0 +1,161 @@
+"""Conditional generation from the joint model: replacement and reconstruction guidance (paper Eq. 3).
+
+Implemented once, as a wrapper around a denoiser, so every sampler supports it unchanged.
+For video-to-audio (audio-to-video is the same with the roles swapped), at every evaluation:
+
+1. the known video's state is replaced by its ground truth re-noised to that step's level,
+   ``v_n = sqrt(ab_n) v0 + sqrt(1 - ab_n) eps_v`` with one ``eps_v`` drawn at the start
+   (paper Eq. 5: ``v_{1:N}`` is fixed by ``v0`` and ``eps_v``);
+2. the model predicts both clean signals, ``v0_hat`` and the unguided ``a0_bar``;
+3. with ``lambda > 0`` the audio estimate is corrected by reconstruction guidance (paper Eq. 3,
+   after Ho et al. 2022): ``a0_hat = a0_bar - lambda * sqrt(ab_n) * grad_{a_n} ||v0 - v0_hat||^2``;
+   ``lambda = 0`` is the replacement method (Song et al. 2021);
+4. the known video's x0 is returned as ``v0`` itself, so the sampler's final video is the
+   ground truth exactly.
+
+*Scale of lambda.* ``||v0 - v0_hat||^2`` is the per-sample *sum* of squares over all elements
+of the known modality, as the paper's squared norm says. Per-sample sums keep the samples of a
+batch independent (the gradient of the batch total w.r.t. one sample's ``a_n`` is that sample's
+gradient), and for a temporally local network the correction per generated element does not
+change with clip length (a clip twice as long doubles the sum and the elements it spreads
+over), so one lambda serves training-length and test-length clips; it does depend on the known
+modality's size per time step (C*H*W of a video frame, the M mel bins), so a lambda tuned for
+one latent size is not portable to another. With a mean instead, lambda would have to grow with
+the clip length.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+
+from cmmd.diffusion.denoiser import Denoiser
+from cmmd.diffusion.parameterization import q_sample
+from cmmd.diffusion.schedules import Schedule, append_dims
+
+ConditionMode = Literal["joint", "v2a", "a2v"]
+
+
+@dataclass
+class Condition:
+    """What to condition on: nothing (``"joint"``), a known video (``"v2a"``) or a known audio (``"a2v"``).
+
+    ``video0`` (B, T, C, H, W) is required for ``"v2a"``, ``audio0`` (B, M, L) for ``"a2v"``;
+    ``guidance_scale`` is Eq. 3's lambda (0 = replacement); ``noise`` is the fixed ``eps`` of
+    Eq. 5 used to re-noise the known modality, shaped like it; left ``None``, it is drawn once
+    from the sampler's generator.
+    """
+
+    mode: ConditionMode = "joint"
+    video0: torch.Tensor | None = None
+    audio0: torch.Tensor | None = None
+    guidance_scale: float = 0.0
+    noise: torch.Tensor | None = None
+
+    def __post_init__(self) -> None:
+        if self.mode not in ("joint", "v2a", "a2v"):
+            raise ValueError(f"unknown condition mode {self.mode!r}; expected 'joint', 'v2a' or 'a2v'")
+        if self.guidance_scale < 0:
+            raise ValueError(f"guidance_scale must be >= 0, got {self.guidance_scale}")
+        if self.mode == "joint":
+            if self.guidance_scale != 0:
+                raise ValueError("guidance_scale needs a known modality (mode 'v2a' or 'a2v')")
+            return
+        known = self.known
+        if known is None:
+            name = "video0" if self.mode == "v2a" else "audio0"
+            raise ValueError(f"mode {self.mode!r} needs {name}")
+        if self.noise is not None and self.noise.shape != known.shape:
+            raise ValueError(f"condition noise has shape {tuple(self.noise.shape)}, the known modality {tuple(known.shape)}")
+
+    @property
+    def known(self) -> torch.Tensor | None:
+        """The known clean modality, or None for joint generation."""
+        return {"joint": None, "v2a": self.video0, "a2v": self.audio0}[self.mode]
+
+    def to(self, device: torch.device | str, dtype: torch.dtype) -> Condition:
+        """A copy with its tensors on ``device`` in ``dtype``."""
+
+        def move(x: torch.Tensor | None) -> torch.Tensor | None:
+            return None if x is None else x.to(device=device, dtype=dtype)
+
+        return dataclasses.replace(self, video0=move(self.video0), audio0=move(self.audio0), noise=move(self.noise))
+
+
+class GuidedDenoiser:
+    """A denoiser with a :class:`Condition` applied; same call signature as the wrapped one.
+
+    Samplers also call :meth:`replace_known` on their state before each evaluation, so the
+    state they report and integrate holds the re-noised ground truth as well.
+    """
+
+    def __init__(self, denoiser: Denoiser, condition: Condition, schedule: Schedule):
+        if condition.mode != "joint" and condition.noise is None:
+            raise ValueError("GuidedDenoiser needs condition.noise; build it with guided_denoiser()")
+        self.denoiser = denoiser
+        self.condition = condition
+        self.schedule = schedule
+        # Index of the known and the generated modality in (video, audio).
+        self.known_index = {"joint": None, "v2a": 0, "a2v": 1}[condition.mode]
+
+    def _renoised_known(self, n: torch.Tensor) -> torch.Tensor:
+        """Known modality at step ``n`` (B,): ``sqrt(ab_n) x0 + sqrt(1 - ab_n) eps`` (paper Eq. 5)."""
+        known = self.condition.known
+        assert known is not None and self.condition.noise is not None
+        return q_sample(known, self.condition.noise, self.schedule.alpha_bar_at(n))
+
+    def replace_known(
+        self, video_n: torch.Tensor, audio_n: torch.Tensor, n: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The state with the known modality replaced by its re-noised ground truth at ``n`` (B,)."""
+        if self.known_index is None:
+            return video_n, audio_n
+        if self.known_index == 0:
+            return self._renoised_known(n), audio_n
+        return video_n, self._renoised_known(n)
+
+    def __call__(
+        self, video_n: torch.Tensor, audio_n: torch.Tensor, n_video: torch.Tensor, n_audio: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """x0 predictions ``(video0_hat, audio0_hat)`` under the condition (module docstring, steps 1-4)."""
+        k = self.known_index
+        if k is None:
+            return self.denoiser(video_n, audio_n, n_video, n_audio)
+        g = 1 - k
+        levels = (n_video, n_audio)
+        known0 = self.condition.known
+        assert known0 is not None
+        states = [video_n, audio_n]
+        states[k] = self._renoised_known(levels[k])
+        scale = self.condition.guidance_scale
+        if scale == 0:
+            out = list(self.denoiser(states[0], states[1], n_video, n_audio))
+        else:
+            with torch.enable_grad():
+                states[g] = states[g].detach().requires_grad_(True)
+                out = list(self.denoiser(states[0], states[1], n_video, n_audio))
+                error = (known0 - out[k]).float().pow(2).sum()  # per-sample sums, added over the batch
+                (grad,) = torch.autograd.grad(error, states[g])
+            sqrt_ab = append_dims(self.schedule.alpha_bar_at(levels[g]).sqrt(), grad.ndim).to(grad.dtype)
+            out[g] = out[g].detach() - scale * sqrt_ab * grad  # Eq. 3, reconstruction guidance
+        out[k] = known0
+        return out[0], out[1]
+
+
+def guided_denoiser(
+    denoiser: Denoiser, condition: Condition, schedule: Schedule, generator: torch.Generator | None = None
+) -> GuidedDenoiser:
+    """Wrap ``denoiser`` with ``condition``, drawing the fixed re-noising ``eps`` (Eq. 5) if not given.
+
+    The noise is drawn from ``generator`` (on its device, then moved to the known modality's)
+    with the known modality's shape and dtype.
+    """
+    known = condition.known
+    if known is not None and condition.noise is None:
+        device = generator.device if generator is not None else known.device
+        noise = torch.randn(known.shape, generator=generator, device=device, dtype=known.dtype).to(known.device)
+        condition = dataclasses.replace(condition, noise=noise)
+    return GuidedDenoiser(denoiser, condition, schedule)
