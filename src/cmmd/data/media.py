@@ -30,6 +30,9 @@ _TIME_EPS = 1e-6
 # treated as contiguous (container timestamp rounding, e.g. Matroska's 1 ms); larger jumps are
 # real gaps or overlaps and the chunk is placed by its timestamp.
 _AUDIO_JITTER_SECONDS = 0.002
+# Decoded audio past a stream's declared end by at most this much is encoder padding (AAC: one
+# 1024-sample frame, 0.128 s at 8 kHz), not content.
+_MAX_PADDING_SECONDS = 0.2
 
 _AvError = (av.FFmpegError, OSError, EOFError, ValueError, RuntimeError)
 
@@ -203,28 +206,36 @@ def _read(
     anchor = vstream if vstream is not None else astream
     origin = _stream_start(anchor)
     seek = start > 0 and origin is not None
-    decoded = _decode(container, vstream if want_video else None, astream if want_audio else None,
-                      fps, sample_rate, size, start, duration, origin, seek)
+    wanted = (vstream if want_video else None, astream if want_audio else None)
+    decoded = _decode(container, *wanted, fps, sample_rate, size, start, duration, origin, seek)
     if seek and not decoded.covers_start(start, sample_rate):
         # The demuxer's seek landed after ``start`` (imprecise index): decode from the beginning.
         container.seek(0)
-        decoded = _decode(container, vstream if want_video else None, astream if want_audio else None,
-                          fps, sample_rate, size, start, duration, origin, False)
-    if decoded.video_end is not None:
-        _check_complete(path, vstream, decoded.video_end, origin)
-    if want_audio and decoded.chunks and duration is None:
-        _check_complete(path, astream, decoded.audio_end(sample_rate), _stream_start(anchor))
-    return decoded.to_media(path, fps, sample_rate, start, duration, astream)
+        decoded = _decode(container, *wanted, fps, sample_rate, size, start, duration, origin, False)
+    # Only MP4/MOV indexes declare exact stream durations; elsewhere they may be bitrate guesses.
+    exact_durations = container.format.name.startswith("mov")
+    if want_audio:
+        decoded.trim_audio_padding(_declared_end(astream, decoded.origin), sample_rate)
+    if exact_durations and duration is None:
+        if want_video and decoded.video_end is not None:
+            _check_complete(path, vstream, decoded.video_end, _declared_end(vstream, decoded.origin))
+        if want_audio and decoded.placed:
+            _check_complete(path, astream, decoded.audio_end / sample_rate, _declared_end(astream, decoded.origin))
+    return decoded.to_media(path, fps, sample_rate, start, duration)
 
 
-def _check_complete(path: Path, stream: av.stream.Stream, decoded_end: float, origin: Fraction | None) -> None:
+def _declared_end(stream: av.stream.Stream, origin: float) -> float | None:
+    """End of a stream in seconds from time zero as its header declares it, if it does."""
+    declared_start = _stream_start(stream)
+    if declared_start is None or not stream.duration:
+        return None
+    return float(declared_start + stream.duration * stream.time_base) - origin
+
+
+def _check_complete(path: Path, stream: av.stream.Stream, decoded_end: float, declared_end: float | None) -> None:
     """Raise for a stream that decodes well short of the duration its header declares
     (a truncated download or damaged file), rather than train on a silently shortened item."""
-    declared = _stream_start(stream)
-    if declared is None or not stream.duration:
-        return
-    declared_end = float(declared + stream.duration * stream.time_base - (origin or 0))
-    if declared_end - decoded_end > 0.5 + 0.05 * declared_end:
+    if declared_end is not None and declared_end - decoded_end > 0.5 + 0.05 * declared_end:
         raise CmmdError(f"{path}: truncated or damaged: its {stream.type} stream declares "
                         f"{declared_end:.2f} s but only {max(decoded_end, 0.0):.2f} s decode")
 
@@ -282,21 +293,35 @@ class _Decoded:
     frames: list[np.ndarray] | None
     first_frame_time: float | None
     video_end: float | None  # seconds from time zero; None when decoding stopped before the end
-    chunks: list[tuple[int | None, np.ndarray]] | None  # (start sample from time zero, mono audio)
-    audio_origin: int  # time zero in samples at the output rate
+    placed: list[tuple[int, np.ndarray]] | None  # (first sample from time zero, mono audio chunk)
+    origin: float  # time zero in stream seconds
+
+    @property
+    def audio_end(self) -> int:
+        """End of the decoded audio in samples from time zero."""
+        pos, chunk = self.placed[-1]
+        return pos + len(chunk)
 
     def covers_start(self, start: float, sample_rate: int) -> bool:
         """Whether decoding began at or before ``start`` (a seek did not overshoot it)."""
         if self.first_frame_time is not None and self.first_frame_time > start + _TIME_EPS:
             return False
-        if self.chunks:
-            first = next((pos for pos, _ in self.chunks if pos is not None), None)
-            if first is not None and first - self.audio_origin > start * sample_rate + sample_rate * 1e-3:
-                return False
-        return True
+        return not self.placed or self.placed[0][0] <= (start + 1e-3) * sample_rate
 
-    def to_media(self, path: Path, fps: float, sample_rate: int, start: float, duration: float | None,
-                 astream: av.stream.Stream | None) -> Media:
+    def trim_audio_padding(self, declared_end: float | None, sample_rate: int) -> None:
+        """Drop decoded samples past the stream's declared end when they are codec padding.
+
+        AAC decodes whole 1024-sample frames, so up to a frame of encoder padding follows the
+        real end (METHOD.md section 1: 57,600 samples read back as 58,368). An overshoot longer
+        than ``_MAX_PADDING_SECONDS`` means the declaration is wrong instead, and is kept.
+        """
+        if not self.placed or declared_end is None:
+            return
+        stop = round(declared_end * sample_rate)
+        if 0 < self.audio_end - stop <= _MAX_PADDING_SECONDS * sample_rate:
+            self.placed = [(pos, chunk[:max(stop - pos, 0)]) for pos, chunk in self.placed if pos < stop]
+
+    def to_media(self, path: Path, fps: float, sample_rate: int, start: float, duration: float | None) -> Media:
         """Cut frames and audio to the requested span and assemble the ``Media``."""
         frames = None
         if self.frames is not None:
@@ -304,61 +329,49 @@ class _Decoded:
                 raise CmmdError(f"{path}: no decodable video frames" + (f" after {start} s" if start else ""))
             frames = np.stack(self.frames)
         audio, padded = None, 0.0
-        if self.chunks is not None:
+        if self.placed is not None:
+            first = round(start * sample_rate)
             if frames is not None:
                 num_samples = round(len(frames) * sample_rate / fps)
+            elif not any(len(chunk) for _, chunk in self.placed):
+                raise CmmdError(f"{path}: no decodable audio")
             else:
-                num_samples = self._audio_extent(path, sample_rate, start, duration, astream)
-            audio, missing = self._place_audio(round(start * sample_rate), num_samples, sample_rate)
+                num_samples = self.audio_end - first
+                if duration is not None:
+                    num_samples = min(num_samples, round(duration * sample_rate))
+                if num_samples <= 0:
+                    raise CmmdError(f"{path}: no audio after {start} s")
+            audio, missing = self._place_audio(first, num_samples)
             padded = missing / sample_rate
         return Media(frames, audio, float(fps), int(sample_rate), str(path), float(start), padded)
 
-    def _audio_extent(self, path: Path, sample_rate: int, start: float, duration: float | None,
-                      astream: av.stream.Stream) -> int:
-        """Samples from ``start`` to the end of the audio (decoded, and declared where known)."""
-        if not any(len(c) for _, c in self.chunks):
-            raise CmmdError(f"{path}: no decodable audio")
-        end = self._chunk_positions(sample_rate)[-1][0] + len(self.chunks[-1][1])
-        if astream.duration is not None and astream.start_time is not None:
-            declared = (astream.start_time + astream.duration) * astream.time_base
-            end = min(end, round(declared * sample_rate) - self.audio_origin)
-        num = end - round(start * sample_rate)
-        if duration is not None:
-            num = min(num, round(duration * sample_rate))
-        if num <= 0:
-            raise CmmdError(f"{path}: no audio after {start} s")
-        return num
-
-    def audio_end(self, sample_rate: int) -> float:
-        """End of the decoded audio in seconds from time zero."""
-        pos, chunk = self._chunk_positions(sample_rate)[-1]
-        return (pos + len(chunk)) / sample_rate
-
-    def _chunk_positions(self, sample_rate: int) -> list[tuple[int, np.ndarray]]:
-        """Chunks with write positions (samples from time zero), contiguous up to timestamp jitter."""
-        jitter = math.ceil(_AUDIO_JITTER_SECONDS * sample_rate)
-        placed, pos = [], None
-        for stamp, chunk in self.chunks:
-            if stamp is not None:
-                at = stamp - self.audio_origin
-                if pos is None or abs(at - pos) > jitter:
-                    pos = at
-            elif pos is None:
-                pos = 0
-            placed.append((pos, chunk))
-            pos += len(chunk)
-        return placed
-
-    def _place_audio(self, first: int, num_samples: int, sample_rate: int) -> tuple[np.ndarray, int]:
+    def _place_audio(self, first: int, num_samples: int) -> tuple[np.ndarray, int]:
         """Samples ``[first, first + num_samples)`` of the timeline and how many were not decoded."""
         out = np.zeros(num_samples, np.float32)
         covered = np.zeros(num_samples, bool)
-        for pos, chunk in self._chunk_positions(sample_rate):
+        for pos, chunk in self.placed:
             lo, hi = max(pos, first), min(pos + len(chunk), first + num_samples)
             if lo < hi:
                 out[lo - first:hi - first] = chunk[lo - pos:hi - pos]
                 covered[lo - first:hi - first] = True
         return out, int(num_samples - covered.sum())
+
+
+def _place_chunks(chunks: list[tuple[int | None, np.ndarray]], origin: int, sample_rate: int
+                  ) -> list[tuple[int, np.ndarray]]:
+    """Write positions (samples from time zero ``origin``) for timestamped chunks: contiguous
+    while timestamps agree with the running position up to container jitter, by timestamp
+    across real gaps and overlaps."""
+    jitter = math.ceil(_AUDIO_JITTER_SECONDS * sample_rate)
+    placed, pos = [], None
+    for stamp, chunk in chunks:
+        if stamp is not None and (pos is None or abs(stamp - origin - pos) > jitter):
+            pos = stamp - origin
+        elif pos is None:
+            pos = 0
+        placed.append((pos, chunk))
+        pos += len(chunk)
+    return placed
 
 
 class _FrameGrid:
@@ -479,8 +492,8 @@ def _decode(
     origin_s = float(origin) if origin is not None else (grid.origin if grid is not None else None)
     if origin_s is None:
         origin_s = _first_audio_time(chunks, sample_rate)
-    return _Decoded(frames, grid.first_time if grid else None, grid.end if grid else None, chunks,
-                    round(origin_s * sample_rate))
+    placed = None if chunks is None else _place_chunks(chunks, round(origin_s * sample_rate), sample_rate)
+    return _Decoded(frames, grid.first_time if grid else None, grid.end if grid else None, placed, origin_s)
 
 
 def _frame_seconds(frame: av.VideoFrame) -> float | None:
