@@ -79,8 +79,9 @@ class NegativeBatch(Protocol):
 
 
 def _modality_mse(out: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Per-sample mean squared error over all non-batch elements, float32 (R,)."""
-    return (out.float() - target.float()).pow(2).flatten(1).mean(dim=1)
+    """Per-sample mean squared error over all non-batch elements (R,), in float32 or wider."""
+    dtype = torch.promote_types(torch.promote_types(out.dtype, target.dtype), torch.float32)
+    return (out.to(dtype) - target.to(dtype)).pow(2).flatten(1).mean(dim=1)
 
 
 def _output_errors(
@@ -143,8 +144,8 @@ def match_negatives(partners: torch.Tensor, positives: torch.Tensor) -> torch.Te
             f"negative partners have shape {tuple(partners.shape[1:])} per item, the batch "
             f"{tuple(positives.shape[1:])}"
         )
-    flat_partners = partners.reshape(partners.shape[0], -1)
-    flat_positives = positives.reshape(positives.shape[0], -1).to(partners.dtype)
+    flat_partners = partners.flatten(1)
+    flat_positives = positives.flatten(1).to(partners.dtype)
     owner = torch.full((partners.shape[0],), -1, dtype=torch.long, device=partners.device)
     for b in range(positives.shape[0]):
         hit = (flat_partners == flat_positives[b]).all(dim=1) & (owner < 0)
