@@ -90,6 +90,8 @@ def test_rejects_too_short_and_bad_shapes() -> None:
         log_mel(torch.zeros(HOP - 1))
     with pytest.raises(CmmdError, match=r"\(S,\) or \(B, S\)"):
         log_mel(torch.zeros(1, 2, 1000))
+    with pytest.raises(CmmdError, match="float waveform"):
+        log_mel(torch.zeros(1000, dtype=torch.int16))
     with pytest.raises(CmmdError, match="does not fit sample rate"):
         mel_filterbank(sample_rate=8000)
 
@@ -216,3 +218,16 @@ def test_griffin_lim_rejects_bad_input() -> None:
         griffin_lim(torch.zeros(80, 10), momentum=1.0)
     with pytest.raises(CmmdError, match="init_phase"):
         griffin_lim(torch.zeros(80, 10), init_phase="ones")  # type: ignore[arg-type]
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_matches_cpu() -> None:
+    y = torch.from_numpy(_percussive(1.0)).unsqueeze(0).repeat(2, 1)
+    ref = log_mel(y)
+    out = log_mel(y.cuda())
+    assert out.device.type == "cuda"
+    assert (out.cpu() - ref).abs()[ref > np.log(1e-4)].max() < 1e-3
+    assert torch.allclose(LogMel().cuda()(y.cuda()).cpu(), out.cpu())
+    wave = griffin_lim(ref.cuda(), n_iter=8)
+    assert wave.device.type == "cuda"
+    assert (wave.cpu() - griffin_lim(ref, n_iter=8)).abs().max() < 1e-2

@@ -190,3 +190,14 @@ def test_config_validation_and_yaml_types() -> None:
         make_negatives(video, audio, NegativeConfig(), torch.Generator())
     with pytest.raises(CmmdError, match=r"\(B, T, C, H, W\)"):
         make_negatives(video[0], audio, NegativeConfig(), torch.Generator())
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_tensors_give_the_same_negatives_as_cpu() -> None:
+    video, audio = _batch(4)
+    cfg = NegativeConfig(num_per_step=3)
+    ref = make_negatives(video, audio, cfg, torch.Generator().manual_seed(0))
+    out = make_negatives(video.cuda(), audio.cuda(), cfg, torch.Generator().manual_seed(0))
+    assert out.audio.device.type == "cuda" and out.video_for_audio.device.type == "cuda"
+    assert torch.equal(out.audio.cpu(), ref.audio) and torch.equal(out.video.cpu(), ref.video)
+    assert out.audio_kinds == ref.audio_kinds

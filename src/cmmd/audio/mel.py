@@ -108,7 +108,12 @@ def _log_mel(wave: Tensor, fb: Tensor, window: Tensor) -> Tensor:
             f"waveform of {wave.shape[-1]} samples is shorter than one mel hop ({HOP} samples); "
             "it has no mel frame under cmmd framing (L = S // HOP)"
         )
-    in_dtype = wave.dtype if wave.is_floating_point() else torch.float32
+    if not wave.is_floating_point():
+        raise CmmdError(
+            f"log_mel expects a float waveform in [-1, 1], got {wave.dtype}; "
+            "convert int16 audio with wave.float() / 32768"
+        )
+    in_dtype = wave.dtype
     x = wave.to(_compute_dtype(in_dtype))
     magnitude = stft(x, window.to(x.dtype)).abs()[..., :-1]  # drop the last centred frame
     mel = torch.matmul(fb.to(x.dtype), magnitude)
@@ -120,10 +125,10 @@ def log_mel(wave: Tensor, sample_rate: int = SAMPLE_RATE) -> Tensor:
 
     ``L = S // HOP``. Differentiable; runs on the input's device; float64 inputs are computed in
     float64, half/bfloat16 in float32 and cast back. Filterbank and window are cached per
-    sample rate, device and dtype. Raises :class:`CmmdError` for fewer than ``HOP`` samples.
+    sample rate, device and dtype. Raises :class:`CmmdError` for fewer than ``HOP`` samples or
+    an integer waveform.
     """
-    dtype = _compute_dtype(wave.dtype if wave.is_floating_point() else torch.float32)
-    fb, window = _cached_constants(int(sample_rate), wave.device, dtype)
+    fb, window = _cached_constants(int(sample_rate), wave.device, _compute_dtype(wave.dtype))
     return _log_mel(wave, fb, window)
 
 
