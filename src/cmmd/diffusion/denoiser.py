@@ -11,9 +11,11 @@ from collections.abc import Callable
 
 import torch
 
-from cmmd.diffusion.losses import JointModel
 from cmmd.diffusion.parameterization import Prediction, x0_from_prediction
 from cmmd.diffusion.schedules import Schedule
+
+# A joint network: (video_n (B,T,C,H,W), audio_n (B,M,L), t_video (B,), t_audio (B,)) -> outputs shaped alike.
+JointModel = Callable[..., tuple[torch.Tensor, torch.Tensor]]
 
 # (video_n (B,T,C,H,W), audio_n (B,M,L), n_video (B,), n_audio (B,)) -> (video0_hat, audio0_hat).
 Denoiser = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]

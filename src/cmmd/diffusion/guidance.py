@@ -69,7 +69,9 @@ class Condition:
             name = "video0" if self.mode == "v2a" else "audio0"
             raise ValueError(f"mode {self.mode!r} needs {name}")
         if self.noise is not None and self.noise.shape != known.shape:
-            raise ValueError(f"condition noise has shape {tuple(self.noise.shape)}, the known modality {tuple(known.shape)}")
+            raise ValueError(
+                f"condition noise has shape {tuple(self.noise.shape)}, the known modality {tuple(known.shape)}"
+            )
 
     @property
     def known(self) -> torch.Tensor | None:

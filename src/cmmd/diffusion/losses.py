@@ -12,18 +12,15 @@ Errors are accumulated in float32 even when the network runs under bf16/fp16 aut
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
 import torch
 
 from cmmd.config import ConfigError
+from cmmd.diffusion.denoiser import JointModel
 from cmmd.diffusion.parameterization import prediction_target, q_sample
 from cmmd.diffusion.schedules import Schedule
-
-# A joint network: (video_n (B,T,C,H,W), audio_n (B,M,L), t_video (B,), t_audio (B,)) -> outputs shaped alike.
-JointModel = Callable[..., tuple[torch.Tensor, torch.Tensor]]
 
 
 @dataclass
@@ -238,6 +235,8 @@ def contrastive_loss(
     ``neg_{audio,video}_loss`` (mean selected term) and ``neg_{audio,video}_gap`` (mean of negative
     minus its positive's same term: > 0 means the model tells them apart).
     """
+    if cfg.contrastive not in ("paper", "bounded"):
+        raise ValueError(f"contrastive_loss needs contrastive 'paper' or 'bounded', got {cfg.contrastive!r}")
     owner_a = match_negatives(video_for_audio, video0)
     owner_v = match_negatives(audio_for_video, audio0)
     B, Ka = video0.shape[0], audio_negatives.shape[0]
@@ -267,12 +266,10 @@ def contrastive_loss(
         negative, positive_same = terms[kind]
         if cfg.contrastive == "paper":
             contrast = contrast - cfg.eta * negative.mean()
-        elif cfg.contrastive == "bounded":
+        else:
             has_negative = torch.bincount(owner, minlength=B) > 0
             bound = contrastive_bound(positive_same, negative, owner, cfg.temperature)
             contrast = contrast + cfg.eta * bound[has_negative].mean()
-        else:
-            raise ValueError(f"contrastive_loss needs contrastive 'paper' or 'bounded', got {cfg.contrastive!r}")
         logs[f"neg_{kind}_loss"] = negative.detach().mean()
         logs[f"neg_{kind}_gap"] = (negative - positive_same[owner]).detach().mean()
 

@@ -22,8 +22,8 @@ arithmetic stays in ``dtype``. The last step jumps to ``alpha_bar = 1`` and retu
 x0 predictions, so a known modality comes back exactly equal to its ground truth.
 
 *Timestep spacing* (``spacing``, over the N training levels, ``steps <= N``): ``"trailing"``
-(default; Lin et al. 2024, "Common diffusion noise schedules and sample steps are flawed",
-Table 2) takes ``round(N - i N / steps) - 1`` for ``i = 0..steps-1``, so the first evaluation is
+(default; Lin et al. 2024, "Common diffusion noise schedules and sample steps are flawed")
+takes ``round(N - i N / steps) - 1`` for ``i = 0..steps-1``, so the first evaluation is
 at the noisiest level ``N - 1``, matching the pure-noise start; ``"leading"`` (the original
 DDIM code) takes ``i * (N // steps)`` reversed, which ends at level 0 but starts below ``N - 1``
 (at 960 of 1000 for 25 steps), where the pure-noise start is slightly off-distribution.
@@ -57,7 +57,9 @@ def sampling_timesteps(num_train_steps: int, steps: int, spacing: Spacing = "tra
     raise ValueError(f"unknown timestep spacing {spacing!r}; expected 'trailing' or 'leading'")
 
 
-def _randn(shape: tuple[int, ...], generator: torch.Generator | None, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+def _randn(
+    shape: tuple[int, ...], generator: torch.Generator | None, device: torch.device, dtype: torch.dtype
+) -> torch.Tensor:
     """Standard normal draw on the generator's device (so results do not depend on ``device``)."""
     where = generator.device if generator is not None else device
     return torch.randn(shape, generator=generator, device=where, dtype=dtype).to(device)
@@ -125,7 +127,7 @@ def ddim_sample(
     dtype: torch.dtype = torch.float32,
     autocast: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """DDIM (Song et al. 2021, Eq. 12), as paper Eq. 3 uses it; returns ``(video0, audio0)``.
+    """DDIM (Song et al. 2021, Eq. 12 with sigma from Eq. 16), as paper Eq. 3 uses it; returns ``(video0, audio0)``.
 
     From level ``n`` to the next visited level ``p`` with ``eps_hat = (x_n - sqrt(ab_n) x0_hat) /
     sqrt(1 - ab_n)``: ``x_p = sqrt(ab_p) x0_hat + sqrt(1 - ab_p - sigma^2) eps_hat + sigma z`` with
