@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import zipfile
+from collections.abc import Callable
 from fractions import Fraction
 from pathlib import Path
 
@@ -39,8 +40,8 @@ def real_video() -> Path:
     return target
 
 
-def noise_clip(seconds: float, fps: int = 10, sample_rate: int = 16000, size: int = 32,
-               seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+def make_noise_clip(seconds: float, fps: int = 10, sample_rate: int = 16000, size: int = 32,
+                    seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """Random frames ``uint8 (T, size, size, 3)`` and noise audio ``float32 (S,)`` at 0.1 RMS."""
     rng = np.random.default_rng(seed)
     frames = rng.integers(0, 256, (round(seconds * fps), size, size, 3), dtype=np.uint8)
@@ -48,9 +49,16 @@ def noise_clip(seconds: float, fps: int = 10, sample_rate: int = 16000, size: in
     return frames, audio
 
 
+@pytest.fixture(scope="session")
+def noise_clip() -> Callable[..., tuple[np.ndarray, np.ndarray]]:
+    """``make_noise_clip(seconds, fps=10, sample_rate=16000, size=32, seed=0)``: random frames
+    and 0.1-RMS noise audio, for tests that need some valid media content."""
+    return make_noise_clip
+
+
 def _unknown_codec_mkv(path: Path) -> None:
     """An H.264 + FLAC Matroska file whose video codec ID is renamed to one ffmpeg has no decoder for."""
-    frames, audio = noise_clip(2.0)
+    frames, audio = make_noise_clip(2.0)
     with av.open(str(path), "w", format="matroska") as container:
         video = container.add_stream("libx264", rate=10)
         video.width, video.height, video.pix_fmt = 32, 32, "yuv420p"
@@ -79,7 +87,7 @@ def bad_media(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     ``silent`` (all-zero audio, 3 s) and ``too_short`` (0.5 s).
     """
     root = tmp_path_factory.mktemp("bad_media")
-    frames, audio = noise_clip(3.0)
+    frames, audio = make_noise_clip(3.0)
     files = {kind: root / f"{kind}.{ext}" for kind, ext in (
         ("zero_byte", "mp4"), ("corrupt", "mp4"), ("truncated", "mp4"), ("no_audio", "mp4"),
         ("no_video", "mp4"), ("unknown_codec", "mkv"), ("silent", "mp4"), ("too_short", "mp4"))}

@@ -10,7 +10,7 @@ import av
 import numpy as np
 import pytest
 
-from cmmd.data.media import read_media, write_media
+from cmmd.data.media import MediaError, read_media, write_media
 from cmmd.errors import CmmdError
 
 SR = 16000
@@ -277,24 +277,24 @@ def test_write_rejects_bad_arguments(tmp_path: Path) -> None:
         write_media(tmp_path / "x.mp4", frames.astype(np.float32), audio, FPS, SR)
 
 
-BAD_REASONS = {
-    "zero_byte": "empty file",
-    "corrupt": "not a readable media file",
-    "truncated": "truncated",
-    "no_audio": "no audio stream",
-    "no_video": "no video stream",
-    "unknown_codec": "no decoder",
+BAD_FILES = {  # fixture name -> (MediaError.kind, words of the message)
+    "zero_byte": ("empty", "empty file"),
+    "corrupt": ("unreadable", "not a readable media file"),
+    "truncated": ("truncated", "truncated or damaged"),
+    "no_audio": ("no_audio", "no audio stream"),
+    "no_video": ("no_video", "no video stream"),
+    "unknown_codec": ("no_decoder", "no decoder for its video codec"),
 }
 
 
-@pytest.mark.parametrize("kind", sorted(BAD_REASONS))
-def test_bad_files_raise_clear_errors(bad_media: dict[str, Path], kind: str) -> None:
-    path = bad_media[kind]
-    with pytest.raises(CmmdError) as info:
+@pytest.mark.parametrize("name", sorted(BAD_FILES))
+def test_bad_files_raise_clear_errors(bad_media: dict[str, Path], name: str) -> None:
+    path = bad_media[name]
+    with pytest.raises(MediaError) as info:
         read_media(path)
-    message = str(info.value)
-    assert str(path) in message and BAD_REASONS[kind] in message
-    assert "Traceback" not in message
+    kind, words = BAD_FILES[name]
+    assert isinstance(info.value, CmmdError) and info.value.kind == kind
+    assert str(info.value).startswith(f"{path}: ") and words in str(info.value)
 
 
 def test_missing_file_and_directory(tmp_path: Path) -> None:

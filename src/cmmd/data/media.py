@@ -37,6 +37,16 @@ _MAX_PADDING_SECONDS = 0.2
 _AvError = (av.FFmpegError, OSError, EOFError, ValueError, RuntimeError)
 
 
+class MediaError(CmmdError):
+    """A file that cannot give the requested media; ``kind`` says why, for machine use:
+    ``missing``, ``empty``, ``unreadable``, ``no_video``, ``no_audio``, ``no_decoder``,
+    ``truncated``, ``no_frames`` or ``decode_error``."""
+
+    def __init__(self, path: str | os.PathLike, kind: str, reason: str) -> None:
+        super().__init__(f"{path}: {reason}")
+        self.path, self.kind, self.reason = str(path), kind, reason
+
+
 @dataclass
 class Media:
     """Decoded media: frames at ``fps`` and audio at ``sample_rate`` on a shared time axis.
@@ -98,20 +108,20 @@ def read_media(
         raise CmmdError(f"{path}: need start >= 0 and duration > 0, got {start}, {duration}")
     path = Path(path)
     if not path.is_file():
-        raise CmmdError(f"{path}: no such file")
+        raise MediaError(path, "missing", "no such file")
     if path.stat().st_size == 0:
-        raise CmmdError(f"{path}: empty file (0 bytes)")
+        raise MediaError(path, "empty", "empty file (0 bytes)")
     try:
         container = av.open(str(path), metadata_errors="ignore")
     except _AvError as exc:
-        raise CmmdError(f"{path}: not a readable media file ({_reason(exc)})") from None
+        raise MediaError(path, "unreadable", f"not a readable media file ({_reason(exc)})") from None
     try:
         with container:
             return _read(container, path, fps, sample_rate, size, start, duration, video, audio)
     except CmmdError:
         raise
     except _AvError as exc:
-        raise CmmdError(f"{path}: decoding failed ({_reason(exc)})") from None
+        raise MediaError(path, "decode_error", f"decoding failed ({_reason(exc)})") from None
 
 
 def write_media(
@@ -195,14 +205,14 @@ def _read(
     vstream = container.streams.video[0] if container.streams.video else None
     astream = container.streams.audio[0] if container.streams.audio else None
     if vstream is None and astream is None:
-        raise CmmdError(f"{path}: no audio or video streams (truncated, or not a media file)")
+        raise MediaError(path, "unreadable", "no audio or video streams (truncated, or not a media file)")
     if want_video and vstream is None:
-        raise CmmdError(f"{path}: no video stream")
+        raise MediaError(path, "no_video", "no video stream")
     if want_audio and astream is None:
-        raise CmmdError(f"{path}: no audio stream")
+        raise MediaError(path, "no_audio", "no audio stream")
     for stream, wanted in ((vstream, want_video), (astream, want_audio)):
         if wanted and stream.codec_context is None:
-            raise CmmdError(f"{path}: no decoder for its {stream.type} codec")
+            raise MediaError(path, "no_decoder", f"no decoder for its {stream.type} codec")
     anchor = vstream if vstream is not None else astream
     origin = _stream_start(anchor)
     seek = start > 0 and origin is not None
@@ -236,8 +246,8 @@ def _check_complete(path: Path, stream: av.stream.Stream, decoded_end: float, de
     """Raise for a stream that decodes well short of the duration its header declares
     (a truncated download or damaged file), rather than train on a silently shortened item."""
     if declared_end is not None and declared_end - decoded_end > 0.5 + 0.05 * declared_end:
-        raise CmmdError(f"{path}: truncated or damaged: its {stream.type} stream declares "
-                        f"{declared_end:.2f} s but only {max(decoded_end, 0.0):.2f} s decode")
+        raise MediaError(path, "truncated", f"truncated or damaged: its {stream.type} stream declares "
+                         f"{declared_end:.2f} s but only {max(decoded_end, 0.0):.2f} s decode")
 
 
 def _stream_start(stream: av.stream.Stream | None) -> Fraction | None:
@@ -326,7 +336,7 @@ class _Decoded:
         frames = None
         if self.frames is not None:
             if not self.frames:
-                raise CmmdError(f"{path}: no decodable video frames" + (f" after {start} s" if start else ""))
+                raise MediaError(path, "no_frames", "no decodable video frames" + (f" after {start} s" if start else ""))
             frames = np.stack(self.frames)
         audio, padded = None, 0.0
         if self.placed is not None:
@@ -334,13 +344,13 @@ class _Decoded:
             if frames is not None:
                 num_samples = round(len(frames) * sample_rate / fps)
             elif not any(len(chunk) for _, chunk in self.placed):
-                raise CmmdError(f"{path}: no decodable audio")
+                raise MediaError(path, "no_frames", "no decodable audio")
             else:
                 num_samples = self.audio_end - first
                 if duration is not None:
                     num_samples = min(num_samples, round(duration * sample_rate))
                 if num_samples <= 0:
-                    raise CmmdError(f"{path}: no audio after {start} s")
+                    raise MediaError(path, "no_frames", f"no audio after {start} s")
             audio, missing = self._place_audio(first, num_samples)
             padded = missing / sample_rate
         return Media(frames, audio, float(fps), int(sample_rate), str(path), float(start), padded)

@@ -1,0 +1,349 @@
+"""Turn a folder of videos into memory-mappable training shards (``cmmd prepare SRC OUT``).
+
+Layout (docs/CONTRACTS.md, "Prepared shards")::
+
+    OUT/prepare.json              settings; a later run with other settings is refused
+    OUT/items/<key>/video.npy     uint8 (N, size, size, 3) at fps
+    OUT/items/<key>/audio.npy     int16 (S,) mono at sample_rate, S = N * sample_rate / fps
+    OUT/items/<key>/meta.json     written last: its presence marks the item complete
+    OUT/index.csv                 clips: key, source, start, length (seconds), non-overlapping
+    OUT/mel_stats.json            per-bin log-mel mean/std (80 each) over all items
+    OUT/failures.jsonl            one line per bad input of the last run: source, kind, reason
+
+Every file is written under a temporary name and renamed, so an interrupted run never leaves a
+half item that looks complete, and rerunning resumes. Bad inputs (unreadable, missing a stream,
+silent, shorter than one clip) are reported and skipped, never fatal. SRC is only read.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import multiprocessing
+import os
+import re
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from hashlib import sha1
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm import tqdm
+
+from cmmd.data.conventions import FPS, SAMPLE_RATE
+from cmmd.data.media import MediaError, read_media
+from cmmd.errors import CmmdError
+
+VIDEO_SUFFIXES = frozenset({
+    ".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".mpg", ".mpeg", ".m2v", ".ts", ".mts", ".m2ts",
+    ".flv", ".wmv", ".asf", ".3gp", ".3g2", ".ogv", ".vob", ".mxf", ".dv", ".nut",
+})
+CODECS = ("pixel",)
+"""Video representations ``prepare`` can store. Pixel frames only: latent codecs (METHOD.md
+section 2) encode batches on the fly at training time, so one set of shards serves them all."""
+SILENCE_THRESHOLD = 1e-4
+"""Audio whose every sample has ``|x|`` below this is silent: nothing to learn sync from."""
+AUDIO_SCALE = 32767.0
+"""int16 full scale used for ``audio.npy`` (``x_int16 = round(x * AUDIO_SCALE)``)."""
+
+
+@dataclass(frozen=True)
+class PrepareSettings:
+    """What a prepared directory was made with; all of it is checked on resume."""
+
+    size: int = 64
+    fps: int = FPS
+    sample_rate: int = SAMPLE_RATE
+    clip_seconds: float = 1.8
+    codec: str = "pixel"
+
+    @property
+    def clip_frames(self) -> int:
+        """Video frames per index clip (18 at the defaults)."""
+        return round(self.clip_seconds * self.fps)
+
+    def validate(self) -> None:
+        """Raise ``CmmdError`` for settings no item could satisfy."""
+        if self.size < 8 or self.fps <= 0 or self.sample_rate < 4000:
+            raise CmmdError(f"need size >= 8, fps > 0 and sample rate >= 4000 Hz, got {self}")
+        if self.clip_frames < 1:
+            raise CmmdError(f"clip length {self.clip_seconds} s is shorter than one frame at {self.fps} fps")
+        if self.codec not in CODECS:
+            raise CmmdError(f"unknown codec {self.codec!r}; choose from {', '.join(CODECS)}")
+
+
+@dataclass
+class ItemResult:
+    """Outcome of one source file: ``status`` is ``ok``, ``skipped`` (already prepared) or
+    ``failed`` (with ``kind`` and ``reason``)."""
+
+    source: str
+    key: str
+    status: str
+    seconds: float = 0.0
+    kind: str = ""
+    reason: str = ""
+
+
+@dataclass
+class PrepareSummary:
+    """Counts, failures and speed of one ``prepare_dataset`` run."""
+
+    out_dir: Path
+    ok: int = 0
+    skipped: int = 0
+    failures: list[ItemResult] = field(default_factory=list)
+    media_seconds: float = 0.0
+    wall_seconds: float = 0.0
+    workers: int = 1
+    clips: int = 0
+
+    @property
+    def realtime_factor(self) -> float:
+        """Seconds of media prepared per wall-clock second (this run's new items)."""
+        return self.media_seconds / self.wall_seconds if self.wall_seconds > 0 else 0.0
+
+    def lines(self) -> list[str]:
+        """Human-readable summary, one fact per line, failures listed by file and reason."""
+        out = [
+            f"prepared {self.ok} item(s), skipped {self.skipped} already done, {len(self.failures)} failed "
+            f"-> {self.out_dir}",
+            f"{self.media_seconds:.1f} s of media in {self.wall_seconds:.1f} s: {self.realtime_factor:.1f}x real "
+            f"time with {self.workers} worker(s) ({self.realtime_factor / self.workers:.1f}x per worker)",
+            f"index.csv: {self.clips} clip(s)",
+        ]
+        out += [f"failed: {f.source}: [{f.kind}] {f.reason}" for f in self.failures]
+        return out
+
+
+def find_videos(src: Path) -> list[Path]:
+    """Video files under ``src`` by suffix (case-insensitive), sorted; hidden entries skipped."""
+    found = []
+    for root, dirs, files in os.walk(src):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        found += [Path(root) / f for f in files if not f.startswith(".") and Path(f).suffix.lower() in VIDEO_SUFFIXES]
+    return sorted(found)
+
+
+def item_keys(sources: list[str]) -> list[str]:
+    """A directory-safe, unique key per source path (relative, POSIX): the path without suffix,
+    ``/`` -> ``__``, other unsafe characters -> ``_``; colliding keys get a hash of the path."""
+    keys = [re.sub(r"[^A-Za-z0-9._-]", "_", str(Path(s).with_suffix("")).replace("/", "__")) for s in sources]
+    counts: dict[str, int] = {}
+    for key in keys:
+        counts[key] = counts.get(key, 0) + 1
+    return [f"{k}-{sha1(s.encode()).hexdigest()[:8]}" if counts[k] > 1 else k for k, s in zip(keys, sources)]
+
+
+def prepare_dataset(
+    src: str | os.PathLike,
+    out: str | os.PathLike,
+    settings: PrepareSettings = PrepareSettings(),
+    workers: int = 1,
+    progress: bool = True,
+) -> PrepareSummary:
+    """Prepare every video under ``src`` into ``out`` (see the module docstring).
+
+    Raises ``CmmdError`` for unusable arguments (missing SRC, OUT inside SRC, OUT prepared with
+    other settings) and when no item at all is usable; bad individual files are only reported.
+    """
+    settings.validate()
+    src, out = Path(src), Path(out)
+    if not src.is_dir():
+        raise CmmdError(f"source directory {src} does not exist")
+    if workers < 1:
+        raise CmmdError(f"workers must be at least 1, got {workers}")
+    src_real, out_real = src.resolve(), out.resolve()
+    if out_real == src_real or src_real in out_real.parents:
+        raise CmmdError(f"output directory {out} is inside the source directory {src}; choose one outside it, "
+                        "so that preparing never writes into your data")
+    if out.exists() and not out.is_dir():
+        raise CmmdError(f"output path {out} exists and is not a directory")
+    (out / "items").mkdir(parents=True, exist_ok=True)
+    _claim_settings(out, src_real, settings)
+
+    paths = find_videos(src)
+    sources = [p.relative_to(src).as_posix() for p in paths]
+    jobs = [(str(p), s, k, str(out / "items" / k), settings)
+            for p, s, k in zip(paths, sources, item_keys(sources))]
+    summary = PrepareSummary(out_dir=out, workers=workers)
+    todo = []
+    for job in jobs:
+        if (Path(job[3]) / "meta.json").is_file():
+            summary.skipped += 1
+        else:
+            todo.append(job)
+
+    start = time.perf_counter()
+    with tqdm(total=len(jobs), initial=summary.skipped, desc="prepare", unit="file", file=sys.stderr,
+              disable=not progress) as bar:
+        for result in _run_jobs(todo, workers):
+            if result.status == "ok":
+                summary.ok += 1
+                summary.media_seconds += result.seconds
+            else:
+                summary.failures.append(result)
+            bar.update()
+    summary.failures.sort(key=lambda r: r.source)
+    _write_text(out / "failures.jsonl", "".join(
+        json.dumps({"source": f.source, "kind": f.kind, "reason": f.reason}) + "\n" for f in summary.failures))
+    metas = load_item_metas(out)
+    if not metas:
+        raise CmmdError(f"no usable items in {src}: {len(jobs)} video file(s) found, {len(summary.failures)} "
+                        f"failed (see {out / 'failures.jsonl'})")
+    summary.clips = write_index(out, metas, settings)
+    write_mel_stats(out, metas)
+    summary.wall_seconds = time.perf_counter() - start
+    return summary
+
+
+def _claim_settings(out: Path, src: Path, settings: PrepareSettings) -> None:
+    """Write ``prepare.json`` on the first run; on later runs refuse different settings."""
+    path = out / "prepare.json"
+    wanted = asdict(settings)
+    if path.is_file():
+        try:
+            recorded = json.loads(path.read_text())["settings"]
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise CmmdError(f"{path} is unreadable ({exc}); remove it only if {out} holds no items") from None
+        diff = {k: (recorded.get(k), v) for k, v in wanted.items() if recorded.get(k) != v}
+        if diff:
+            text = ", ".join(f"{k}: {old!r} there, {new!r} now" for k, (old, new) in diff.items())
+            raise CmmdError(f"{out} was prepared with other settings ({text}); rerun with the recorded settings "
+                            "to resume, or choose a new output directory")
+        return
+    _write_text(path, json.dumps({"settings": wanted, "source_dir": str(src)}, indent=2) + "\n")
+
+
+def _run_jobs(jobs: list[tuple], workers: int) -> Iterator[ItemResult]:
+    """Results of ``_prepare_job`` over ``jobs``, in a spawned process pool when ``workers > 1``."""
+    if workers == 1 or len(jobs) <= 1:
+        yield from map(_prepare_job, jobs)
+        return
+    # spawn: a forked child would inherit the parent's threads (torch, tqdm) and their locks.
+    with multiprocessing.get_context("spawn").Pool(min(workers, len(jobs))) as pool:
+        yield from pool.imap_unordered(_prepare_job, jobs)
+
+
+def _prepare_job(job: tuple[str, str, str, str, PrepareSettings]) -> ItemResult:
+    """Pool entry point: one file -> an item directory, or a failure record (never raises)."""
+    path, source, key, item_dir, settings = job
+    try:
+        seconds = prepare_item(Path(path), Path(item_dir), source, settings)
+    except (MediaError, UnusableItem) as exc:
+        return ItemResult(source, key, "failed", kind=exc.kind, reason=exc.reason)
+    return ItemResult(source, key, "ok", seconds=seconds)
+
+
+class UnusableItem(CmmdError):
+    """A file that cannot become an item: ``kind`` is ``silent``, ``too_short``, ``bad_sidecar``
+    or ``internal`` (decoding hit an unexpected error, reported rather than ending the run)."""
+
+    def __init__(self, kind: str, reason: str) -> None:
+        super().__init__(reason)
+        self.kind, self.reason = kind, reason
+
+
+def prepare_item(path: Path, item_dir: Path, source: str, settings: PrepareSettings) -> float:
+    """Decode one file and write its item directory; returns its duration in seconds.
+
+    Raises ``MediaError`` (unreadable, missing stream...) or ``UnusableItem``; errors writing
+    ``item_dir`` (disk full, permissions) propagate, since every later item would hit them too.
+    """
+    try:
+        media = read_media(path, fps=settings.fps, sample_rate=settings.sample_rate, size=settings.size)
+    except MediaError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - one odd file must not end a long run; it is reported
+        raise UnusableItem("internal", f"{type(exc).__name__}: {exc}") from exc
+    num_frames = len(media.frames)
+    if num_frames < settings.clip_frames:
+        raise UnusableItem("too_short", f"{num_frames / settings.fps:.2f} s of video is shorter than one "
+                                        f"{settings.clip_seconds} s clip")
+    if not np.any(np.abs(media.audio) >= SILENCE_THRESHOLD):
+        raise UnusableItem("silent", f"audio is silent (every |sample| < {SILENCE_THRESHOLD})")
+    meta: dict[str, Any] = {
+        "source": source,
+        "fps": settings.fps,
+        "sample_rate": settings.sample_rate,
+        "size": settings.size,
+        "num_frames": num_frames,
+        "num_samples": len(media.audio),
+        "duration": num_frames / settings.fps,
+        "audio_padded_seconds": media.audio_padded_seconds,
+    }
+    sidecar = path.with_suffix(".json")
+    if sidecar.is_file():
+        try:
+            meta["synth"] = json.loads(sidecar.read_text())
+        except (OSError, ValueError) as exc:
+            raise UnusableItem("bad_sidecar", f"sidecar {sidecar.name} is not readable JSON ({exc})") from None
+    item_dir.mkdir(parents=True, exist_ok=True)
+    _write_npy(item_dir / "video.npy", media.frames)
+    _write_npy(item_dir / "audio.npy", np.round(np.clip(media.audio, -1.0, 1.0) * AUDIO_SCALE).astype(np.int16))
+    _write_text(item_dir / "meta.json", json.dumps(meta, indent=1) + "\n")
+    return meta["duration"]
+
+
+def load_item_metas(out: Path) -> dict[str, dict[str, Any]]:
+    """``key -> meta`` for every complete item (one with ``meta.json``) under ``out/items``."""
+    items = out / "items"
+    metas = {}
+    for meta_path in sorted(items.glob("*/meta.json")):
+        try:
+            metas[meta_path.parent.name] = json.loads(meta_path.read_text())
+        except (OSError, ValueError) as exc:
+            raise CmmdError(f"{meta_path} is unreadable ({exc}); delete its item directory and rerun") from None
+    return metas
+
+
+def write_index(out: Path, metas: dict[str, dict[str, Any]], settings: PrepareSettings) -> int:
+    """Write ``index.csv``: each item's non-overlapping clips of ``clip_seconds``; returns the count."""
+    rows = []
+    for key, meta in metas.items():
+        for k in range(meta["num_frames"] // settings.clip_frames):
+            start = k * settings.clip_frames / settings.fps
+            rows.append((key, meta["source"], f"{start:.6g}", f"{settings.clip_frames / settings.fps:.6g}"))
+    tmp = out / "index.csv.tmp"
+    with open(tmp, "w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(("key", "source", "start", "length"))
+        writer.writerows(rows)
+    os.replace(tmp, out / "index.csv")
+    return len(rows)
+
+
+def write_mel_stats(out: Path, metas: dict[str, dict[str, Any]]) -> None:
+    """Write ``mel_stats.json``: per-bin log-mel mean/std pooled over every frame of every item."""
+    import torch
+
+    from cmmd.audio.mel import MelStats, log_mel
+
+    def mels() -> Iterator[torch.Tensor]:
+        for key, meta in metas.items():
+            audio = np.load(out / "items" / key / "audio.npy", mmap_mode="r")
+            wave = torch.from_numpy(audio.astype(np.float32) / AUDIO_SCALE)
+            yield log_mel(wave, meta["sample_rate"])
+
+    stats = MelStats.compute(mels())
+    tmp = out / "mel_stats.json.tmp"
+    stats.save(tmp)
+    os.replace(tmp, out / "mel_stats.json")
+
+
+def _write_npy(path: Path, array: np.ndarray) -> None:
+    """``np.save`` to a temporary name, then rename into place."""
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as fh:
+        np.save(fh, array)
+    os.replace(tmp, path)
+
+
+def _write_text(path: Path, text: str) -> None:
+    """Write text to a temporary name, then rename into place."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
