@@ -11,7 +11,9 @@ Two scenes, both seeded and renderable at any duration, frame size, frame rate a
 
 Frames are ``uint8 (T, H, W, 3)`` and audio ``float32 (S,)`` mono in ``[-1, 1]``, with
 ``T = round(duration * fps)`` and ``S = round(duration * sample_rate)``; frame ``f`` shows time
-``f / fps``. The JSON sidecar format is the "Synthetic benchmark" section of docs/CONTRACTS.md.
+``f / fps``. The JSON sidecar format is the "Synthetic benchmark" section of docs/CONTRACTS.md;
+an object's ``lane_x`` is its lane's centre as a fraction of the frame width, so it survives
+resizing.
 Rendering is pure numpy (broadcast over frames on a pixel-centre grid); ``write_benchmark``
 encodes clips to mp4 (H.264 + AAC) with PyAV, resumably and in parallel.
 """
@@ -198,6 +200,7 @@ def _impact_frames(rng: np.random.Generator, t_frames: int, fps: int) -> tuple[n
     """
     lo, hi = IMPACT_GAP_S
     frame = max(2, round(rng.uniform(0.2, hi) * fps))
+    # Strictly before t = 0, so that frame 0 is never on the floor.
     previous_time = -rng.uniform(0.1, hi - lo)
     frames: list[int] = []
     while frame <= t_frames - 2:
@@ -236,11 +239,10 @@ def _render_impacts(
     floor_top = _floor_top(size)
     # Highest arc keeps the disc's top a pixel below the frame's top.
     peak_max = floor_top - 2.0 * radius - 1.0
-    grid = _pixel_grid(size)
     times = np.arange(t_frames, dtype=np.float64) / fps
 
-    image = np.broadcast_to(_background(size), (t_frames, size, size, 3)).copy()
-    tones = np.zeros(n_samples, dtype=np.float64)
+    image = np.broadcast_to(_to_uint8(_background(size)), (t_frames, size, size, 3)).copy()
+    tones = np.zeros(n_samples, dtype=np.float32)
     objects: list[dict[str, Any]] = []
     events: list[dict[str, Any]] = []
     for obj, class_index in enumerate(classes.tolist()):
@@ -252,29 +254,41 @@ def _render_impacts(
         impact_times = np.concatenate([[previous_time], frames / fps, [next_frame / fps]])
         heights = _arc_heights(times, impact_times, IMPACT_GAP_S[1], peak_max)
         centre_y = floor_top - radius - heights  # (T,): the disc's bottom is on the floor at height 0
-
-        # Only the lane's columns can be covered: lanes are wider than the disc.
-        left = math.floor(lane_x * size - radius - 1)
-        cols = slice(max(0, left), min(size, math.ceil(lane_x * size + radius + 1)))
-        dy = grid[None, :, None] - centre_y[:, None, None]
-        dx = grid[None, None, cols] - np.float32(lane_x * size)
-        # Anti-aliased coverage (T, H, w): one pixel of linear ramp across the disc's edge.
-        cover = np.clip(radius + 0.5 - np.sqrt(dy * dy + dx * dx), 0.0, 1.0)[..., None]
         colour = np.broadcast_to(np.asarray(impact_class.rgb, dtype=np.float32), (t_frames, 3)).copy()
         colour[frames] += FLASH_MIX * (255.0 - colour[frames])
-        lane = image[:, :, cols]
-        lane += cover * (colour[:, None, None, :] - lane)
+        _draw_discs(image, centre_y, lane_x * size, radius, colour)
 
+        tone = _percussive_tone(impact_class.pitch_hz, sample_rate)
         for frame in frames.tolist():
             time_s = frame / fps
-            start = round(time_s * sample_rate)
-            amplitude = rng.uniform(0.6, 1.0)
-            _add_at(tones, start, amplitude * _percussive_tone(impact_class.pitch_hz, sample_rate))
+            _add_at(tones, round(time_s * sample_rate), rng.uniform(0.6, 1.0) * tone)
             events.append(
                 {"time": time_s, "frame": frame, "class": impact_class.name, "class_index": class_index, "object": obj}
             )
     audio = _finish_audio(rng, tones)
-    return _to_uint8(image), audio, objects, events
+    return image, audio, objects, events
+
+
+def _draw_discs(image: np.ndarray, centre_y: np.ndarray, centre_x: float, radius: float, colour: np.ndarray) -> None:
+    """Blend one anti-aliased disc per frame into ``image`` uint8 (T, H, W, 3), in place.
+
+    ``centre_y`` (T,) and ``centre_x`` are in pixels (pixel ``i`` spans ``[i, i + 1)``),
+    ``colour`` (T, 3). Coverage falls linearly across a one-pixel band at the edge. Only a
+    (T, P, P) patch around each disc is computed, gathered and scattered back per frame: a
+    fraction of the whole frame, which is what makes rendering cheap.
+    """
+    t_frames, height, width = image.shape[:3]
+    patch = min(math.ceil(2.0 * radius + 2.0) + 1, height, width)
+    top = np.clip(np.floor(centre_y - radius - 1.0).astype(np.int64), 0, height - patch)  # (T,)
+    left = min(max(0, math.floor(centre_x - radius - 1.0)), width - patch)
+    rows = top[:, None] + np.arange(patch)  # (T, P)
+    cols = left + np.arange(patch)  # (P,)
+    dy = (rows + 0.5 - centre_y[:, None]).astype(np.float32)[:, :, None]
+    dx = (cols + 0.5 - centre_x).astype(np.float32)[None, None, :]
+    cover = np.clip(radius + 0.5 - np.sqrt(dy * dy + dx * dx), 0.0, 1.0)[..., None]  # (T, P, P, 1)
+    index = (np.arange(t_frames)[:, None, None], rows[:, :, None], cols[None, None, :])
+    under = image[index].astype(np.float32)  # (T, P, P, 3)
+    image[index] = _to_uint8(under + cover * (colour[:, None, None, :] - under))
 
 
 def _percussive_tone(pitch_hz: float, sample_rate: int) -> np.ndarray:
@@ -301,12 +315,14 @@ def _add_at(audio: np.ndarray, start: int, sound: np.ndarray) -> None:
 
 
 def _finish_audio(rng: np.random.Generator, events: np.ndarray) -> np.ndarray:
-    """Peak-normalise the event sounds ``(S,)`` to ``EVENT_PEAK`` and add the -50 dBFS noise
-    floor, so the result stays below 1.0 and is never digitally silent. Returns float32 (S,)."""
-    peak = np.max(np.abs(events)) if len(events) else 0.0
+    """Peak-normalise the event sounds float32 ``(S,)`` to ``EVENT_PEAK`` and add the -50 dBFS
+    noise floor, so the result stays below 1.0 and is never digitally silent. Returns float32 (S,)."""
+    peak = float(np.max(np.abs(events))) if len(events) else 0.0
+    audio = rng.standard_normal(len(events), dtype=np.float32)
+    audio *= NOISE_RMS
     if peak > 0:
-        events = events * (EVENT_PEAK / peak)
-    return (events + NOISE_RMS * rng.standard_normal(len(events))).astype(np.float32)
+        audio += events * np.float32(EVENT_PEAK / peak)
+    return audio
 
 
 def _to_uint8(image: np.ndarray) -> np.ndarray:
@@ -334,11 +350,12 @@ def _render_dance(
     lane_x = 0.5 + rng.uniform(-0.1, 0.1)
 
     # The figure toggles pose at each beat frame, so frame differences are non-zero only there.
+    # Beats are at least 0.375 s apart, so from 3 fps up no two beats share a frame.
     pose = np.searchsorted(beat_frames, np.arange(t_frames), side="right") % 2
     poses = np.stack([_figure_image(size, lane_x, arms_up=True), _figure_image(size, lane_x, arms_up=False)])
     frames = poses[pose]
 
-    kicks = np.zeros(n_samples, dtype=np.float64)
+    kicks = np.zeros(n_samples, dtype=np.float32)
     kick = _kick(sample_rate)
     for time_s in beats.tolist():
         _add_at(kicks, round(time_s * sample_rate), rng.uniform(0.85, 1.0) * kick)
