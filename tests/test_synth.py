@@ -10,6 +10,7 @@ import pytest
 
 from cmmd.cli import main
 from cmmd.data.conventions import IMPACT_CLASSES
+from cmmd.data.media import read_media
 from cmmd.data.synth import (
     BACKGROUND_RGB,
     FLOOR_RGB,
@@ -305,3 +306,13 @@ def test_cli_help_and_small_run(tmp_path, capsys) -> None:
     assert main([*args, "--seed", "3"]) == 2
     assert "--overwrite" in capsys.readouterr().err
     assert main(["synth", str(out), "--size", "17"]) == 2
+
+
+def test_written_clips_read_back_in_sync_through_read_media(tmp_path) -> None:
+    write_benchmark(tmp_path, "impacts", 1, seed=3, duration=2.0, size=32)
+    media = read_media(tmp_path / "impacts_00000.mp4")
+    clip = render_clip("impacts", clip_seed(3, 0), duration=2.0, size=32)
+    assert media.frames.shape == clip.frames.shape and media.audio.shape == clip.audio.shape
+    starts = np.array([round(e["time"] * 16000) for e in clip.meta["events"]])
+    onsets = onset_samples(media.audio)
+    assert len(onsets) == len(starts) and np.abs(onsets - starts).max() <= 16  # 1 ms
