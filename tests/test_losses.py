@@ -269,17 +269,26 @@ def test_training_loss_with_negatives_object():
     sched = make_schedule("cosine", 1000)
     video, audio = _batch(torch.float32)
     neg_audio, vfa, neg_video, afv = _negatives(video, audio)
-    negatives = SimpleNamespace(audio=neg_audio, video_for_audio=vfa, video=neg_video, audio_for_video=afv,
-                                kinds=["shift", "swap", "shift"])
+    negatives = SimpleNamespace(audio=neg_audio, video_for_audio=vfa, audio_index=torch.tensor([0, 1]),
+                                video=neg_video, audio_for_video=afv, video_index=torch.tensor([2]))
     model = Coupled().float()
     cfg = DiffusionLossConfig(contrastive="bounded", eta=0.1)
     loss, logs = training_loss(model, video, audio, negatives, sched, cfg, torch.Generator().manual_seed(0))
     loss.backward()
     assert model.w.grad is not None and bool(torch.isfinite(model.w.grad).all())
     assert float(logs["loss"]) == float(loss.detach())
-    empty = SimpleNamespace(audio=neg_audio[:0], video_for_audio=vfa[:0], video=neg_video, audio_for_video=afv)
+    unindexed = contrastive_loss(model, video, audio, neg_audio, vfa, neg_video, afv,
+                                 *_fixed_draws(video, audio), sched, cfg)[0]
+    indexed = contrastive_loss(model, video, audio, neg_audio, vfa, neg_video, afv,
+                               *_fixed_draws(video, audio), sched, cfg, negatives.audio_index, negatives.video_index)[0]
+    assert torch.equal(unindexed, indexed)
+    empty = SimpleNamespace(audio=neg_audio[:0], video_for_audio=vfa[:0], audio_index=torch.zeros(0, dtype=torch.long),
+                            video=neg_video, audio_for_video=afv, video_index=torch.tensor([2]))
     _, logs = training_loss(model, video, audio, empty, sched, cfg, torch.Generator().manual_seed(0))
     assert "neg_audio_loss" not in logs and "neg_video_loss" in logs
+    wrong = SimpleNamespace(**{**vars(negatives), "video_index": torch.tensor([1])})
+    with pytest.raises(ValueError, match="index names"):
+        training_loss(model, video, audio, wrong, sched, cfg, torch.Generator().manual_seed(0))
 
 
 def test_config_is_strict():

@@ -64,15 +64,17 @@ class DiffusionLossConfig:
 class NegativeBatch(Protocol):
     """What :func:`training_loss` reads from ``cmmd.data.negatives.Negatives``.
 
-    ``audio`` (Ka, M, L) negative audio, each paired with ``video_for_audio`` (Ka, T, C, H, W);
-    ``video`` (Kv, T, C, H, W) negative video, each paired with ``audio_for_video`` (Kv, M, L).
-    Every partner row is an exact copy of a row of the positive batch.
+    ``audio`` (Ka, M, L) negative audio, each paired with ``video_for_audio`` (Ka, T, C, H, W),
+    the positive video of batch row ``audio_index`` (Ka,); ``video`` (Kv, T, C, H, W) negative
+    video, each paired with ``audio_for_video`` (Kv, M, L) of row ``video_index`` (Kv,).
     """
 
     audio: torch.Tensor
     video_for_audio: torch.Tensor
+    audio_index: torch.Tensor
     video: torch.Tensor
     audio_for_video: torch.Tensor
+    video_index: torch.Tensor
 
 
 def _modality_mse(out: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -131,10 +133,11 @@ def joint_diffusion_loss(
 def match_negatives(partners: torch.Tensor, positives: torch.Tensor) -> torch.Tensor:
     """Index (K,) of the positive row that each partner row (K, ...) is an exact copy of.
 
-    This is how a negative finds its positive (to share its step and noise, and to be compared
-    with it in the bounded loss) without any layout convention on the negatives: subsets,
-    several negatives per positive and any order all work. Raises ValueError for a partner that
-    is not a row of the batch. Duplicated positives resolve to the first copy.
+    How a negative finds its positive (to share its step and noise, and to be compared with it
+    in the bounded loss) when no index is given, without any layout convention on the
+    negatives: subsets, several negatives per positive and any order all work. Raises
+    ValueError for a partner that is not a row of the batch. Duplicated positives resolve to
+    the first copy.
     """
     if partners.shape[1:] != positives.shape[1:]:
         raise ValueError(
@@ -150,6 +153,16 @@ def match_negatives(partners: torch.Tensor, positives: torch.Tensor) -> torch.Te
     if bool((owner < 0).any()):
         raise ValueError("a negative's partner is not an exact copy of any item of the positive batch")
     return owner
+
+
+def _owners(partners: torch.Tensor, positives: torch.Tensor, index: torch.Tensor | None) -> torch.Tensor:
+    """The positive row of each negative: ``index`` checked against the partners, or matched."""
+    if index is None:
+        return match_negatives(partners, positives)
+    index = index.to(device=positives.device, dtype=torch.long)
+    if partners.shape != index.shape + positives.shape[1:] or not torch.equal(partners, positives[index]):
+        raise ValueError("negative partners are not the positive batch rows that their index names")
+    return index
 
 
 def contrastive_bound(
@@ -187,13 +200,16 @@ def contrastive_loss(
     noise_audio: torch.Tensor,
     schedule: Schedule,
     cfg: DiffusionLossConfig,
+    audio_index: torch.Tensor | None = None,
+    video_index: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Joint contrastive loss (paper Eq. 6, or its bounded variant), a scalar plus logs.
 
     Positives ``video0`` (B, T, C, H, W) / ``audio0`` (B, M, L) with steps ``t`` (B,) and
     noises; ``audio_negatives`` (Ka, M, L) paired with ``video_for_audio`` (Ka, T, C, H, W) and
     ``video_negatives`` (Kv, T, C, H, W) paired with ``audio_for_video`` (Kv, M, L); either set
-    may be empty. Each partner row must be a copy of a positive (see :func:`match_negatives`).
+    may be empty. Each partner row must be a copy of a positive: of row ``audio_index[j]`` /
+    ``video_index[k]`` when given (checked), else found by :func:`match_negatives`.
 
     *Shared step and noise.* A negative is noised with its positive's ``t`` and both of its
     noises, so an audio negative ``(a-, v)`` sees exactly the positive's ``v_n`` and
@@ -237,8 +253,8 @@ def contrastive_loss(
     """
     if cfg.contrastive not in ("paper", "bounded"):
         raise ValueError(f"contrastive_loss needs contrastive 'paper' or 'bounded', got {cfg.contrastive!r}")
-    owner_a = match_negatives(video_for_audio, video0)
-    owner_v = match_negatives(audio_for_video, audio0)
+    owner_a = _owners(video_for_audio, video0, audio_index)
+    owner_v = _owners(audio_for_video, audio0, video_index)
     B, Ka = video0.shape[0], audio_negatives.shape[0]
     rows = torch.cat([torch.arange(B, device=owner_a.device), owner_a, owner_v])
     video_rows = torch.cat([video0, video0[owner_a], video_negatives.to(video0.dtype)])
@@ -322,5 +338,5 @@ def training_loss(
     return contrastive_loss(
         model, video, audio,
         negatives.audio, negatives.video_for_audio, negatives.video, negatives.audio_for_video,
-        t, noise_video, noise_audio, schedule, cfg,
+        t, noise_video, noise_audio, schedule, cfg, negatives.audio_index, negatives.video_index,
     )
