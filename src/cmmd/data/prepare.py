@@ -281,11 +281,17 @@ def prepare_item(path: Path, item_dir: Path, source: str, settings: PrepareSetti
             meta["synth"] = json.loads(sidecar.read_text())
         except (OSError, ValueError) as exc:
             raise UnusableItem("bad_sidecar", f"sidecar {sidecar.name} is not readable JSON ({exc})") from None
-    item_dir.mkdir(parents=True, exist_ok=True)
-    _write_npy(item_dir / "video.npy", media.frames)
-    _write_npy(item_dir / "audio.npy", np.round(np.clip(media.audio, -1.0, 1.0) * AUDIO_SCALE).astype(np.int16))
-    _write_text(item_dir / "meta.json", json.dumps(meta, indent=1) + "\n")
+    write_item(item_dir, media.frames, media.audio, meta)
     return meta["duration"]
+
+
+def write_item(item_dir: Path, frames: np.ndarray, audio: np.ndarray, meta: dict[str, Any]) -> None:
+    """Write one item: frames ``uint8 (N, H, W, 3)`` -> ``video.npy``, audio ``float32 (S,)``
+    in [-1, 1] -> int16 ``audio.npy``, then ``meta.json`` (which marks it complete)."""
+    item_dir.mkdir(parents=True, exist_ok=True)
+    _write_npy(item_dir / "video.npy", np.ascontiguousarray(frames, dtype=np.uint8))
+    _write_npy(item_dir / "audio.npy", np.round(np.clip(audio, -1.0, 1.0) * AUDIO_SCALE).astype(np.int16))
+    _write_text(item_dir / "meta.json", json.dumps(meta, indent=1) + "\n")
 
 
 def load_item_metas(out: Path) -> dict[str, dict[str, Any]]:
@@ -318,6 +324,7 @@ def write_index(out: Path, metas: dict[str, dict[str, Any]], settings: PrepareSe
 
 def write_mel_stats(out: Path, metas: dict[str, dict[str, Any]]) -> None:
     """Write ``mel_stats.json``: per-bin log-mel mean/std pooled over every frame of every item."""
+    # Imported here, not at the top: spawned decoding workers import this module and need no torch.
     import torch
 
     from cmmd.audio.mel import MelStats, log_mel
