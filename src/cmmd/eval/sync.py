@@ -59,6 +59,8 @@ MIN_EVENT_GAP = 0.06  # s; two onsets closer than this are one event
 CLASS_WINDOW = 0.1  # s after the onset whose new energy decides the pitch class
 PRE_WINDOW = 0.05  # s before the onset taken as the background to subtract
 SECONDARY_RATIO = 0.35  # a second class at one onset needs this fraction of the first's amplitude
+MIN_TONAL_FIT = 0.5  # ... and the class templates must explain this share of the new energy
+MIN_LEVEL_REL = 10.0 ** (-30.0 / 20.0)  # an onset's peak mel magnitude vs the clip's loudest
 
 # Video detector settings (hue in degrees, chroma and brightness in [0, 1] pixel units).
 HUE_TOLERANCE = 25.0  # class hues are >= 54 degrees apart
@@ -72,6 +74,7 @@ FLOOR_FRACTION = 0.75  # a contact lies in the lowest quarter of the track's ver
 MIN_PROMINENCE = 0.1  # a contact rises out of its neighbourhood by this share of the range
 FLASH_MIN = 0.05  # brightness above the track's median that counts as a flash
 
+TIME_SLACK = 1e-9  # s; float rounding of times like 1.1 - 1.0
 AV_RATE = 100.0  # Hz, common rate of the envelopes cross-correlated by av_offset
 
 
@@ -125,6 +128,8 @@ def log_mel(wave: np.ndarray, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
     n = w.size // HOP
     if n == 0:
         raise CmmdError(f"log_mel: {w.size} samples is shorter than one hop ({HOP})")
+    if w.size < N_FFT:  # librosa warns on inputs shorter than one window
+        w = np.pad(w, (0, N_FFT - w.size))
     mel = librosa.feature.melspectrogram(
         y=w, sr=sample_rate, n_fft=N_FFT, hop_length=HOP, win_length=WIN, n_mels=N_MELS,
         fmin=F_MIN, fmax=min(F_MAX, sample_rate / 2), power=1.0, norm="slaney", htk=False,
@@ -189,16 +194,20 @@ def _classes_of_spectrum(spectrum: np.ndarray, freqs: np.ndarray, sample_rate: i
     """Classes sounding in a new-energy mel spectrum ``(N_MELS,)``, the dominant one first.
 
     The dominant class is the pitch nearest (in octaves) to the spectral peak, searched within
-    half an octave of the class pitches so rumble or hiss cannot win. Further classes come from
-    a non-negative least-squares fit of the class templates: any other class whose amplitude is
-    at least ``SECONDARY_RATIO`` of the largest counts too (two objects hitting in the same
-    frame; benchmark amplitudes differ by at most 0.6x).
+    half an octave of the class pitches so rumble or hiss cannot win. Further classes (two
+    objects hitting in the same frame) come from a non-negative least-squares fit of the class
+    templates: any other class whose amplitude is at least ``SECONDARY_RATIO`` of the largest
+    counts too (benchmark amplitudes differ by at most 0.6x), but only if the templates explain
+    at least ``MIN_TONAL_FIT`` of the spectrum's energy: tones fit at 0.77-0.93 (clean and
+    degraded), broadband noise or clicks at 0.0-0.2, and those would spread over every class.
     """
     pitches = np.array([c.pitch_hz for c in IMPACT_CLASSES])
     band = (freqs >= pitches.min() / np.sqrt(2)) & (freqs <= pitches.max() * np.sqrt(2))
     peak = freqs[band][np.argmax(spectrum[band])]
     dominant = int(np.argmin(np.abs(np.log2(pitches / peak))))
-    amplitudes, _ = nnls(_class_templates(sample_rate), spectrum)
+    amplitudes, residual = nnls(_class_templates(sample_rate), spectrum)
+    if residual**2 > (1.0 - MIN_TONAL_FIT) * float(spectrum @ spectrum):
+        return [dominant]
     others = [
         c for c in np.argsort(-amplitudes).tolist()
         if c != dominant and amplitudes[c] >= SECONDARY_RATIO * amplitudes.max()
@@ -215,7 +224,11 @@ def detect_audio_events_mel(
     adaptive threshold ``max(ONSET_ABS_FLOOR, median + ONSET_MAD_K * MAD, ONSET_REL_MAX * max)``:
     relative to the clip's own statistics (generated audio is smeared and noisy, so its onsets
     are weaker and its floor higher than clean ones) but never below an absolute floor, so
-    silence and stationary noise give no events. The onset time is the frame, of the peak and
+    silence and stationary noise give no events. An onset must also reach ``MIN_LEVEL_REL`` of
+    the clip's loudest frame (peak mel magnitude: a tone stands 60 dB above the benchmark's
+    noise floor by this measure, while summed over bins the wide high-frequency bins make a
+    3 kHz tone look only 28 dB louder) within ``CLASS_WINDOW``: the log flux is gain-invariant,
+    so without this a noise floor starting after digital silence would count as an event. The onset time is the frame, of the peak and
     the one before, with the larger one-frame flux (lag-2 detects, lag-1 locates: +-8 ms on
     clean clips). The classes come from the energy that appears in the ``CLASS_WINDOW`` after
     the onset (mean mel magnitude after minus before), see :func:`_classes_of_spectrum`; two
@@ -233,11 +246,14 @@ def detect_audio_events_mel(
     step = onset_envelope(m, lag=1)
     freqs = librosa.mel_frequencies(N_MELS + 2, fmin=F_MIN, fmax=min(F_MAX, sample_rate / 2))[1:-1]
     energy = np.exp(m)
+    level = energy.max(axis=0)
     n_after = max(1, round(CLASS_WINDOW * frame_rate))
     n_before = max(1, round(PRE_WINDOW * frame_rate))
     events = []
     for p in peaks.tolist():
         onset = p - 1 if step[p - 1] > step[p] else p
+        if level[onset : onset + n_after].max() < MIN_LEVEL_REL * level.max():
+            continue
         after = energy[:, onset : onset + n_after].mean(axis=1)
         before = energy[:, max(0, onset - n_before) : onset].mean(axis=1) if onset > 0 else np.zeros(N_MELS)
         new = np.maximum(0.0, after - before)
@@ -414,7 +430,8 @@ def match_events(
 ) -> tuple[list[tuple[int, int]], np.ndarray]:
     """Optimal one-to-one matching of predicted to ground-truth event times (seconds).
 
-    A pair can match only if ``|pred - gt| <= tolerance``. Among all matchings the one with the
+    A pair can match only if ``|pred - gt| <= tolerance`` (plus ``TIME_SLACK``, so times on
+    a frame grid exactly one tolerance apart match despite float rounding). Among all matchings the one with the
     most pairs wins, ties broken by the smallest total distance (``linear_sum_assignment`` on
     the distances, with out-of-tolerance pairs priced above any sum of in-tolerance ones). With
     classes given, a pair of different classes costs ``tolerance`` more, so when two objects hit
@@ -439,7 +456,7 @@ def match_events(
         if pc.size != pred.size or gc.size != gt.size:
             raise CmmdError("match_events: one class per event time is needed")
         cost += tolerance * (pc[:, None] != gc[None, :])
-    valid = dist <= tolerance
+    valid = dist <= tolerance + TIME_SLACK
     big = 2.0 * tolerance * (min(pred.size, gt.size) + 1)
     rows, cols = linear_sum_assignment(np.where(valid, cost, big))
     keep = valid[rows, cols]
