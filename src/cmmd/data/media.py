@@ -19,6 +19,7 @@ from pathlib import Path
 
 import av
 import numpy as np
+from av.video.reformatter import VideoReformatter
 
 from cmmd.data.conventions import FPS, SAMPLE_RATE
 from cmmd.errors import CmmdError
@@ -164,10 +165,7 @@ def write_media(
         with av.open(str(tmp), "w", format=fmt, options=options) as container:
             vstream = _add_video_stream(container, video_codecs, frames, fps) if frames is not None else None
             astream = _add_audio_stream(container, audio_codec, sample_rate) if audio is not None else None
-            if vstream is not None:
-                _encode_frames(container, vstream, frames)
-            if astream is not None:
-                _encode_audio(container, astream, audio, sample_rate)
+            _encode(container, vstream, frames, astream, audio, fps, sample_rate)
         os.replace(tmp, path)
     except _AvError as exc:
         raise CmmdError(f"{path}: writing failed ({_reason(exc)})") from None
@@ -269,10 +267,12 @@ class _FrameConverter:
         self.size = size
         self._graph: av.filter.Graph | None = None
         self._key: tuple[int, int, str] | None = None
+        # One reformatter for all frames keeps its swscale context (frame.to_ndarray builds one per call).
+        self._reformatter = VideoReformatter()
 
     def __call__(self, frame: av.VideoFrame) -> np.ndarray:
         if self.size is None:
-            image = frame.to_ndarray(format="rgb24")
+            image = self._reformatter.reformat(frame, format="rgb24").to_ndarray()
         else:
             key = (frame.width, frame.height, frame.format.name)
             if key != self._key:
@@ -517,10 +517,8 @@ def _collect_audio(frame: av.AudioFrame, chunks: list[tuple[int | None, np.ndarr
     """Append one resampled frame as (timestamp in output samples, channel mean)."""
     data = frame.to_ndarray()
     mono = data.mean(axis=0, dtype=np.float32) if data.shape[0] > 1 else data[0]
-    stamp = None
-    if frame.pts is not None and frame.time_base is not None:
-        stamp = round(frame.pts * frame.time_base * sample_rate)
-    chunks.append((stamp, mono))
+    time = frame.time  # float seconds: exact enough for sample indices of hours-long files
+    chunks.append((None if time is None else round(time * sample_rate), mono))
 
 
 def _first_audio_time(chunks: list[tuple[int | None, np.ndarray]] | None, sample_rate: int) -> float:
@@ -549,8 +547,11 @@ def _add_video_stream(container: av.container.OutputContainer, codecs: tuple[str
         elif odd:
             continue  # mpeg4 holds only yuv420p, i.e. even sizes
         else:
-            stream = container.add_stream(name, rate=rate, options={"qscale": "2"})
+            stream = container.add_stream(name, rate=rate)
             stream.pix_fmt = "yuv420p"
+            # Fixed quantiser 2 (ffmpeg's ``-q:v 2``): near-transparent; lambda = qp * FF_QP2LAMBDA.
+            stream.codec_context.qscale = True
+            stream.codec_context.global_quality = 2 * 118
         stream.width, stream.height = width, height
         stream.time_base = Fraction(1) / rate
         return stream
@@ -566,18 +567,26 @@ def _add_audio_stream(container: av.container.OutputContainer, codec: str, sampl
     return stream
 
 
-def _encode_frames(container: av.container.OutputContainer, stream: av.stream.Stream, frames: np.ndarray) -> None:
-    """Encode frames at consecutive timestamps ``0, 1, 2...`` of the ``1/fps`` time base."""
-    for index, image in enumerate(frames):
-        frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="rgb24")
-        frame.pts = index
-        container.mux(stream.encode(frame))
-    container.mux(stream.encode(None))
+def _encode(container: av.container.OutputContainer, vstream: av.stream.Stream | None, frames: np.ndarray | None,
+            astream: av.stream.Stream | None, audio: np.ndarray | None, fps: float, sample_rate: int) -> None:
+    """Encode frame ``k`` at timestamp ``k`` of the ``1/fps`` time base and audio from time zero,
+    interleaved frame by frame so players and demuxers never wait for one stream."""
+    chunk = sample_rate if frames is None else max(round(sample_rate / fps), 1)  # audio samples per step
+    steps = max(0 if frames is None else len(frames), 0 if audio is None else math.ceil(len(audio) / chunk))
+    for k in range(steps):
+        if vstream is not None and k < len(frames):
+            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(frames[k]), format="rgb24")
+            frame.pts = k
+            container.mux(vstream.encode(frame))
+        if astream is not None and k * chunk < len(audio):
+            container.mux(astream.encode(_audio_frame(astream, audio[k * chunk:(k + 1) * chunk], k * chunk, sample_rate)))
+    for stream in (vstream, astream):
+        if stream is not None:
+            container.mux(stream.encode(None))
 
 
-def _encode_audio(container: av.container.OutputContainer, stream: av.stream.Stream, audio: np.ndarray,
-                  sample_rate: int) -> None:
-    """Encode mono audio starting at time zero, in the encoder's sample format."""
+def _audio_frame(stream: av.stream.Stream, audio: np.ndarray, first_sample: int, sample_rate: int) -> av.AudioFrame:
+    """Mono float audio as a frame in the encoder's sample format, stamped at ``first_sample``."""
     fmt = stream.format.name
     clipped = np.clip(audio, -1.0, 1.0)
     if fmt.startswith("s16"):
@@ -588,6 +597,6 @@ def _encode_audio(container: av.container.OutputContainer, stream: av.stream.Str
         data = clipped.astype(np.float32)
     frame = av.AudioFrame.from_ndarray(data[None], format=fmt, layout="mono")
     frame.sample_rate = sample_rate
-    frame.pts = 0
-    container.mux(stream.encode(frame))
-    container.mux(stream.encode(None))
+    frame.pts = first_sample
+    frame.time_base = Fraction(1, sample_rate)
+    return frame
