@@ -174,7 +174,7 @@ def _train(cfg: TrainConfig, resume: bool, progress: bool, info: D.DistInfo) -> 
         return ema
 
     config_dict = to_dict(cfg)
-    extra = {"mel_stats": mel_stats.to_dict(), "fps": None, "size": None}
+    extra: dict[str, Any] = {"mel_stats": {"mean": mel_stats.mean.tolist(), "std": mel_stats.std.tolist()}}
     clips = ClipDataset(root, clip_frames=cfg.data.clip_frames, seed=cfg.seed)
     extra.update(fps=clips.fps, size=clips.size, sample_rate=clips.sample_rate, codec="pixel")
     if info.is_main:
