@@ -72,7 +72,7 @@ def test_alignment_survives_encode_and_prepare(tmp_path: Path) -> None:
     prepare_dataset(src, tmp_path / "out", PrepareSettings(size=32), workers=1, progress=False)
     data = ClipDataset(tmp_path / "out", clip_frames=18)
     for frame in (6, 15, 22):
-        clip = data.load_clip("flash", frame)
+        clip = data.load_clip("flash.mp4", frame)
         k = 23 - frame
         assert int(clip["video"].mean(dim=(1, 2, 3)).argmax()) == k
         assert abs(int(clip["wave"].abs().argmax()) - k * 1600) <= SR // 1000  # 1 ms (AAC smears the click)
@@ -146,3 +146,16 @@ def test_loader_batches_and_new_windows_each_pass(tmp_path: Path, num_workers: i
     assert batch["video"].shape == (4, 18, 3, 16, 16) and batch["mel"].shape == (4, 80, 112)
     ordered = make_loader(data, batch_size=5, num_workers=0, shuffle=False)
     assert sum(len(b["key"]) for b in ordered) == len(data)
+
+
+def test_distributed_loader_shards_by_rank(tmp_path: Path) -> None:
+    import torch.distributed as dist
+
+    data = ClipDataset(make_root(tmp_path / "root", {"a": 120}), clip_frames=18)
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'pg'}", rank=0, world_size=1)
+    try:
+        loader = make_loader(data, batch_size=2, num_workers=0, shuffle=True, seed=0, distributed=True)
+        first, second = ([tuple(b["start"].tolist()) for b in loader] for _ in range(2))
+        assert len(first) == len(data) // 2 and first != second
+    finally:
+        dist.destroy_process_group()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -15,7 +16,7 @@ import torch
 from cmmd.audio.mel import MelStats, log_mel
 from cmmd.cli import main
 from cmmd.data.media import write_media
-from cmmd.data.prepare import PrepareSettings, item_keys, prepare_dataset
+from cmmd.data.prepare import PrepareSettings, item_key, prepare_dataset
 from cmmd.errors import CmmdError
 
 EXPECTED_KINDS = {
@@ -71,8 +72,8 @@ def test_prepare_layout_failures_and_untouched_source(src_dir: Path, tmp_path: P
 
     assert json.loads((out / "prepare.json").read_text())["settings"] == {
         "size": 64, "fps": 10, "sample_rate": 16000, "clip_seconds": 1.8, "codec": "pixel"}
-    assert sorted(p.name for p in (out / "items").iterdir()) == ["good", "sub__other"]
-    item = out / "items" / "good"
+    assert sorted(p.name for p in (out / "items").iterdir()) == ["good.mp4", "sub__other.mkv"]
+    item = out / "items" / "good.mp4"
     video = np.load(item / "video.npy", mmap_mode="r")
     audio = np.load(item / "audio.npy", mmap_mode="r")
     assert isinstance(video, np.memmap) and video.dtype == np.uint8 and video.shape == (36, 64, 64, 3)
@@ -83,21 +84,21 @@ def test_prepare_layout_failures_and_untouched_source(src_dir: Path, tmp_path: P
     assert {k: meta[k] for k in ("source", "fps", "sample_rate", "size", "num_frames", "num_samples", "duration")} == {
         "source": "good.mp4", "fps": 10, "sample_rate": 16000, "size": 64, "num_frames": 36, "num_samples": 57600,
         "duration": 3.6}
-    assert "synth" not in json.loads((out / "items" / "sub__other" / "meta.json").read_text())
+    assert "synth" not in json.loads((out / "items" / "sub__other.mkv" / "meta.json").read_text())
     assert not list(out.rglob("*.tmp"))
 
     with open(out / "index.csv") as fh:
         rows = list(csv.DictReader(fh))
     assert [(r["key"], r["source"], float(r["start"]), float(r["length"])) for r in rows] == [
-        ("good", "good.mp4", 0.0, 1.8), ("good", "good.mp4", 1.8, 1.8),
-        ("sub__other", "sub/other.mkv", 0.0, 1.8), ("sub__other", "sub/other.mkv", 1.8, 1.8)]
+        ("good.mp4", "good.mp4", 0.0, 1.8), ("good.mp4", "good.mp4", 1.8, 1.8),
+        ("sub__other.mkv", "sub/other.mkv", 0.0, 1.8), ("sub__other.mkv", "sub/other.mkv", 1.8, 1.8)]
     assert summary.clips == 4
 
     stats = MelStats.load(out / "mel_stats.json")
     raw = json.loads((out / "mel_stats.json").read_text())
     assert len(raw["mean"]) == 80 and len(raw["std"]) == 80
     mels = [log_mel(torch.from_numpy(np.load(out / "items" / k / "audio.npy") / np.float32(32767.0)))
-            for k in ("good", "sub__other")]
+            for k in ("good.mp4", "sub__other.mkv")]
     expected = MelStats.compute(mels)
     assert torch.allclose(stats.mean, expected.mean, atol=1e-4) and torch.allclose(stats.std, expected.std, atol=1e-4)
     assert stats.count == (57600 + 64000) // 256
@@ -107,13 +108,13 @@ def test_prepare_layout_failures_and_untouched_source(src_dir: Path, tmp_path: P
 def test_resume_skips_done_items_and_redoes_unfinished(src_dir: Path, tmp_path: Path) -> None:
     out = tmp_path / "out"
     prepare_dataset(src_dir, out, workers=1, progress=False)
-    done = out / "items" / "good" / "video.npy"
+    done = out / "items" / "good.mp4" / "video.npy"
     stamp = done.stat().st_mtime_ns
-    (out / "items" / "sub__other" / "meta.json").unlink()  # as if killed before the item finished
+    (out / "items" / "sub__other.mkv" / "meta.json").unlink()  # as if killed before the item finished
     summary = prepare_dataset(src_dir, out, workers=1, progress=False)
     assert (summary.ok, summary.skipped, len(summary.failures)) == (1, 1, len(EXPECTED_KINDS))
     assert done.stat().st_mtime_ns == stamp
-    assert (out / "items" / "sub__other" / "meta.json").is_file()
+    assert (out / "items" / "sub__other.mkv" / "meta.json").is_file()
     again = prepare_dataset(src_dir, out, workers=1, progress=False)
     assert (again.ok, again.skipped) == (0, 2) and again.clips == 4
 
@@ -149,14 +150,14 @@ def test_cli_parallel_workers(src_dir: Path, tmp_path: Path, capsys: pytest.Capt
     printed = capsys.readouterr().out
     assert code == 0
     assert "prepared 2 item(s)" in printed and "8 failed" in printed and "index.csv: 3 clip(s)" in printed
-    assert np.load(out / "items" / "sub__other" / "video.npy", mmap_mode="r").shape == (40, 32, 32, 3)
+    assert np.load(out / "items" / "sub__other.mkv" / "video.npy", mmap_mode="r").shape == (40, 32, 32, 3)
     assert main(["prepare", str(src_dir), str(out), "--size", "64", "--no-progress"]) == 2
     assert "other settings" in capsys.readouterr().err
 
 
-def test_item_keys_are_unique_and_safe() -> None:
-    keys = item_keys(["a.mp4", "a.mkv", "dir/b c.mp4", "dir__b c.mov"])
-    assert len(set(keys)) == 4
-    assert keys[0].startswith("a-") and keys[1].startswith("a-")
-    assert all("/" not in k and " " not in k for k in keys)
-    assert item_keys(["x/y.mp4"]) == ["x__y"]
+def test_item_keys_are_stable_unique_and_safe() -> None:
+    sources = ["a.mp4", "a.mkv", "dir/b c.mp4", "dir/b_c.mp4", "x__y.mp4", "x/y.mp4"]
+    keys = [item_key(s) for s in sources]
+    assert len(set(keys)) == len(keys)
+    assert keys[:2] == ["a.mp4", "a.mkv"] and keys[3] == "dir__b_c.mp4" and keys[5] == "x__y.mp4"
+    assert all(re.fullmatch(r"[A-Za-z0-9._-]+", k) for k in keys)

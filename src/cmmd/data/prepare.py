@@ -3,7 +3,7 @@
 Layout (docs/CONTRACTS.md, "Prepared shards")::
 
     OUT/prepare.json              settings; a later run with other settings is refused
-    OUT/items/<key>/video.npy     uint8 (N, size, size, 3) at fps
+    OUT/items/<key>/video.npy     uint8 (N, size, size, 3) at fps; key = item_key(relative path)
     OUT/items/<key>/audio.npy     int16 (S,) mono at sample_rate, S = N * sample_rate / fps
     OUT/items/<key>/meta.json     written last: its presence marks the item complete
     OUT/index.csv                 clips: key, source, start, length (seconds), non-overlapping
@@ -128,14 +128,18 @@ def find_videos(src: Path) -> list[Path]:
     return sorted(found)
 
 
-def item_keys(sources: list[str]) -> list[str]:
-    """A directory-safe, unique key per source path (relative, POSIX): the path without suffix,
-    ``/`` -> ``__``, other unsafe characters -> ``_``; colliding keys get a hash of the path."""
-    keys = [re.sub(r"[^A-Za-z0-9._-]", "_", str(Path(s).with_suffix("")).replace("/", "__")) for s in sources]
-    counts: dict[str, int] = {}
-    for key in keys:
-        counts[key] = counts.get(key, 0) + 1
-    return [f"{k}-{sha1(s.encode()).hexdigest()[:8]}" if counts[k] > 1 else k for k, s in zip(keys, sources)]
+def item_key(source: str) -> str:
+    """The directory name of a source's item: its relative POSIX path with ``/`` -> ``__``.
+
+    A pure function of the path, so keys never change when files are added between resumed
+    runs. Paths holding characters outside ``[A-Za-z0-9._-]`` (replaced by ``_``) or a literal
+    ``__`` get a hash of the path appended, which keeps keys unique.
+    """
+    key = source.replace("/", "__")
+    safe = re.sub(r"[^A-Za-z0-9._-]", "_", key)
+    if safe != key or "__" in source:
+        safe += "-" + sha1(source.encode()).hexdigest()[:8]
+    return safe
 
 
 def prepare_dataset(
@@ -167,8 +171,7 @@ def prepare_dataset(
 
     paths = find_videos(src)
     sources = [p.relative_to(src).as_posix() for p in paths]
-    jobs = [(str(p), s, k, str(out / "items" / k), settings)
-            for p, s, k in zip(paths, sources, item_keys(sources))]
+    jobs = [(str(p), s, item_key(s), str(out / "items" / item_key(s)), settings) for p, s in zip(paths, sources)]
     summary = PrepareSummary(out_dir=out, workers=workers)
     todo = []
     for job in jobs:
@@ -229,7 +232,7 @@ def _run_jobs(jobs: list[tuple], workers: int) -> Iterator[ItemResult]:
 
 
 def _prepare_job(job: tuple[str, str, str, str, PrepareSettings]) -> ItemResult:
-    """Pool entry point: one file -> an item directory, or a failure record (never raises)."""
+    """Pool entry point: one file -> an item directory, or a failure record for a bad input."""
     path, source, key, item_dir, settings = job
     try:
         seconds = prepare_item(Path(path), Path(item_dir), source, settings)
