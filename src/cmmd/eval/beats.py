@@ -7,29 +7,38 @@ beat lies within 500 ms of some beat of any sequence at the right tempo, so it m
 not timing). It is a recall: extra generated beats cost nothing, so ``n_gen`` and
 ``gen_precision_*`` are reported next to it to expose degenerate outputs.
 
-What the tracker needs, measured on synthetic dance clips (kick on the beat, hi-hat between
-beats, 80-160 BPM, 3.6 s; ground truth from the JSON sidecar; 24-40 clips per setting):
+What the tracker needs, measured on 40 synthetic dance clips (kick on the beat, hi-hat between
+beats, 80-160 BPM, 3.6 s) against the exact beat times of their sidecars:
 
-* ``librosa.beat.beat_track(y)`` with its defaults finds the right tempo (92-96 % within 5 %)
-  but the wrong phase: mean hit rate@100 ms 0.29 (hop 256) / 0.45 (hop 512). Its onset
-  strength (mean over dB-mel bins) is dominated by the broadband hi-hats, so it locks on to the
-  off-beats. A higher ``tightness`` (1600) only brings it to 0.68.
-* An onset envelope dominated by loud onsets fixes the phase: the linear mel-magnitude flux
-  (:func:`cmmd.eval.sync.magnitude_flux`) gives 0.96-0.97 with ``tightness`` 100 (400: 0.96,
-  min 0.67), tempo within 5 % on every clip.
-* ``trim=True`` (librosa's default) drops weak first/last beats, i.e. one real beat in five on
+=============================================  =========  ==========  =========  ==========
+tracker setting                                hit@100ms  clips <0.9  precision  tempo +-5%
+=============================================  =========  ==========  =========  ==========
+``beat_track(y)``, librosa defaults, hop 256    0.25       33          0.22       0.88
+same, hop 512                                   0.31       31          0.26       0.88
+same, ``tightness=1600``                        0.43       31          0.43       0.88
+magnitude-flux envelope, ``trim=True``          0.92       12          0.98       0.95
+same, ``tightness=400``                         0.86       14          0.91       0.95
+magnitude-flux envelope, ``trim=False``         0.955      6           0.89       0.95
+same, envelope padded by 1 s (our default)      0.975      2           0.996      0.95
+librosa onset envelope, padded, ``trim=False``  0.94       4           0.88       0.82
+=============================================  =========  ==========  =========  ==========
+
+* librosa's own onset strength (mean over dB-mel bins) is dominated by the broadband hi-hats,
+  so the tracker gets the tempo but locks on to the off-beats. An envelope dominated by loud
+  onsets, the linear mel-magnitude flux (:func:`cmmd.eval.sync.magnitude_flux`), puts the
+  beats in phase; a tighter tempo constraint does not help.
+* ``trim=True`` (librosa's default) drops weak first/last beats, i.e. a real beat in five on
   a 3.6 s clip; ``trim=False`` instead puts a spurious beat on the last frame and drags the one
-  before it. Padding the envelope with 1 s of zeros on both sides moves those edge effects into
-  the padding: mean hit rate 0.975 (2 of 40 clips below 0.9) and precision 0.996.
+  before it. Padding the envelope with ``PAD_SECONDS`` of zeros on both sides moves those edge
+  effects outside the clip.
 * With that padding no minimum length beyond about one beat period showed up: 1.2, 1.8, 2.4,
-  3.6 and 6 s clips all scored 1.0 (24 clips each). We refuse audio shorter than
-  ``MIN_SECONDS`` (fewer than two beats at 120 BPM cannot fix a tempo).
-* Remaining failure: tempo octave errors near the top of the range (~150-160 BPM tracked at
-  half tempo, hit rate ~0.5). ``start_bpm`` 100 made this worse (5 of 40 clips), 120 (the
-  librosa default) is kept.
+  3.6 and 6 s clips all scored 1.0 (24 clips each; the tempo itself was within 5 % for 88 %
+  of the 1.2 s clips and all longer ones). Audio shorter than ``MIN_SECONDS`` is refused.
+* Remaining failure: tempo octave errors near the top of the range (~155-160 BPM tracked at
+  half tempo, hit rate ~0.5). ``start_bpm`` 100 made this worse, 120 (librosa's) is kept.
 * The 120 BPM click track of METHOD.md (3.6 s) is tracked at 121 BPM with every click hit in
-  all our settings, so the instability reported there comes from librosa's defaults (hop 512,
-  ``trim=True``), not from the clip length alone.
+  our setting (and with ``trim=False``); the instability reported there comes from librosa's
+  defaults, not from the clip length alone.
 
 Ground truth: for the synthetic benchmark the beat times are exact, so
 :func:`beat_hit_rate_from_times` scores against the sidecar's times instead of a tracker's
@@ -46,10 +55,10 @@ from typing import Literal
 import librosa
 import numpy as np
 
-from cmmd.data.conventions import HOP, N_MELS, SAMPLE_RATE
+from cmmd.data.conventions import HOP, SAMPLE_RATE
 from cmmd.errors import CmmdError
 from cmmd.eval.stats import bootstrap_ci
-from cmmd.eval.sync import _check_mel, log_mel, magnitude_flux, match_events
+from cmmd.eval.sync import as_log_mel, magnitude_flux, match_events
 
 Onset = Literal["flux", "librosa"]
 
@@ -58,15 +67,9 @@ MIN_SECONDS = 1.0  # two beats at 120 BPM
 TOLERANCES = (0.1, 0.5)
 
 
-def _as_log_mel(audio: np.ndarray, sample_rate: int, name: str) -> np.ndarray:
-    """Log-mel ``(N_MELS, L)`` of a waveform ``(S,)``, or the log-mel itself if given one."""
-    a = np.asarray(audio)
-    if a.ndim == 1:
-        mel = log_mel(a, sample_rate)
-    elif a.ndim == 2 and a.shape[0] == N_MELS:
-        mel = _check_mel(a, name)
-    else:
-        raise CmmdError(f"{name}: expected a waveform (S,) or a log-mel ({N_MELS}, L), got shape {a.shape}")
+def _beat_log_mel(audio: np.ndarray, sample_rate: int, name: str) -> np.ndarray:
+    """Log-mel ``(N_MELS, L)`` of a waveform or log-mel, refused if shorter than ``MIN_SECONDS``."""
+    mel = as_log_mel(audio, sample_rate, name)
     if mel.shape[1] * HOP / sample_rate < MIN_SECONDS:
         raise CmmdError(
             f"{name}: {mel.shape[1] * HOP / sample_rate:.2f} s of audio; beat tracking needs at least "
@@ -82,7 +85,7 @@ def beat_envelope(audio: np.ndarray, sample_rate: int = SAMPLE_RATE, onset: Onse
     which puts the beats in phase (module docstring). ``"librosa"``: librosa's onset strength
     (mean positive difference of the dB mel), the paper's default.
     """
-    mel = _as_log_mel(audio, sample_rate, "beat_envelope")
+    mel = _beat_log_mel(audio, sample_rate, "beat_envelope")
     if onset == "flux":
         return magnitude_flux(mel)
     if onset == "librosa":

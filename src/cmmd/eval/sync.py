@@ -50,8 +50,9 @@ from cmmd.data.conventions import (
 from cmmd.data.synth import TONE_HARMONIC_GAIN
 from cmmd.errors import CmmdError
 
-# Audio detector settings, tuned on clean synth clips and on Griffin-Lim resyntheses of blurred,
-# noisy mels (see tests/test_sync.py). Onset strength is in nats of energy-weighted log increase.
+# Audio detector settings, tuned on clean synth clips and on mels blurred in time and frequency
+# with log-domain noise and a raised noise floor (stand-ins for a small model's output; see
+# tests/test_sync.py). Onset strength is in nats of energy-weighted log increase.
 ONSET_ABS_FLOOR = 1.0  # below this no onset counts, whatever the clip (noise-only, silence)
 ONSET_MAD_K = 8.0  # ... nor below median + k * MAD of the clip's own envelope
 ONSET_REL_MAX = 0.2  # ... nor below this fraction of the clip's strongest onset
@@ -91,9 +92,9 @@ class AudioEvent:
 class VideoEvent:
     """A floor contact detected in video: ``time`` in s, class index (= colour), ``object`` index.
 
-    Objects are told apart by colour only, so ``object`` numbers the detected colour tracks in
-    IMPACT_CLASSES order; it equals the sidecar's object index when objects have distinct
-    classes and were created in class order.
+    Objects are told apart by colour, and ``object`` numbers the detected colour tracks from
+    left to right: the sidecar's object index, since the benchmark gives each object its own
+    lane in index order and a distinct class.
     """
 
     time: float
@@ -148,6 +149,20 @@ def _check_mel(mel: np.ndarray, name: str) -> np.ndarray:
     if not np.all(np.isfinite(m)):
         raise CmmdError(f"{name}: the log-mel contains NaN or inf")
     return m
+
+
+def as_log_mel(audio: np.ndarray, sample_rate: int = SAMPLE_RATE, name: str = "as_log_mel") -> np.ndarray:
+    """Log-mel ``(N_MELS, L)`` of a waveform ``(S,)``, or a given log-mel checked and as float64.
+
+    Lets every metric take generated audio either as a waveform or straight from the model as
+    a log-mel (scored without a vocoder); ``name`` prefixes error messages.
+    """
+    a = np.asarray(audio)
+    if a.ndim == 1:
+        return log_mel(a, sample_rate)
+    if a.ndim == 2 and a.shape[0] == N_MELS:
+        return _check_mel(a, name)
+    raise CmmdError(f"{name}: expected a waveform (S,) or a log-mel ({N_MELS}, L), got shape {a.shape}")
 
 
 def onset_envelope(log_mel_: np.ndarray, lag: int = 2) -> np.ndarray:
@@ -228,9 +243,9 @@ def detect_audio_events_mel(
     the clip's loudest frame (peak mel magnitude: a tone stands 60 dB above the benchmark's
     noise floor by this measure, while summed over bins the wide high-frequency bins make a
     3 kHz tone look only 28 dB louder) within ``CLASS_WINDOW``: the log flux is gain-invariant,
-    so without this a noise floor starting after digital silence would count as an event. The onset time is the frame, of the peak and
-    the one before, with the larger one-frame flux (lag-2 detects, lag-1 locates: +-8 ms on
-    clean clips). The classes come from the energy that appears in the ``CLASS_WINDOW`` after
+    so without this a noise floor starting after digital silence would count as an event. The
+    onset time is the frame, of the peak and the one before, with the larger one-frame flux
+    (lag-2 detects, lag-1 locates: +-8 ms on clean clips). The classes come from the energy that appears in the ``CLASS_WINDOW`` after
     the onset (mean mel magnitude after minus before), see :func:`_classes_of_spectrum`; two
     classes at one onset give two events at the same time.
     """
@@ -265,6 +280,8 @@ def detect_audio_events_mel(
 def detect_audio_events(wave: np.ndarray, sample_rate: int = SAMPLE_RATE) -> list[AudioEvent]:
     """Impact events in a waveform ``(S,)``: :func:`detect_audio_events_mel` of its :func:`log_mel`."""
     return detect_audio_events_mel(log_mel(wave, sample_rate), sample_rate, HOP)
+
+
 # ----------------------------------------------------------------------------- video events
 
 
@@ -351,7 +368,8 @@ def _track_class(weights: np.ndarray, value: np.ndarray) -> tuple[np.ndarray, np
     """Track one class's disc through ``weights (T, H, W)``; ``value (T, H, W)`` is brightness.
 
     The disc is located per frame at the peak of the membership density (weights smoothed by a
-    one-pixel Gaussian: a disc is dense, scattered noise pixels are not) and measured by the
+    Gaussian of ``DENSITY_SIGMA_FRACTION`` of the frame size, at least one pixel: a disc is
+    dense, scattered noise pixels are not) and measured by the
     weighted centroid and mean brightness within ``WINDOW_FRACTION`` of the frame size around
     that peak. Frames whose peak density is below ``MIN_DENSITY`` count as missing and are
     filled by interpolation. Returns ``(x, y, brightness)``, each ``(T,)`` in pixels (pixel
@@ -405,7 +423,7 @@ def detect_video_events(frames: np.ndarray, fps: float = FPS) -> list[VideoEvent
             x, y, brightness = track
             tracks.append((float(x.mean()), c, y, brightness))
     events = []
-    for obj, (_, c, y, brightness) in enumerate(sorted(tracks)):
+    for obj, (_, c, y, brightness) in enumerate(sorted(tracks, key=lambda track: track[:2])):
         span = float(y.max() - y.min())
         if span < MIN_SPAN_PIXELS:
             continue
@@ -431,9 +449,10 @@ def match_events(
     """Optimal one-to-one matching of predicted to ground-truth event times (seconds).
 
     A pair can match only if ``|pred - gt| <= tolerance`` (plus ``TIME_SLACK``, so times on
-    a frame grid exactly one tolerance apart match despite float rounding). Among all matchings the one with the
-    most pairs wins, ties broken by the smallest total distance (``linear_sum_assignment`` on
-    the distances, with out-of-tolerance pairs priced above any sum of in-tolerance ones). With
+    a frame grid exactly one tolerance apart match despite float rounding). Among all
+    matchings the one with the most pairs wins, ties broken by the smallest total distance
+    (``linear_sum_assignment`` on the distances, with out-of-tolerance pairs priced above any
+    sum of in-tolerance ones). With
     classes given, a pair of different classes costs ``tolerance`` more, so when two objects hit
     close together each sound is paired with its own object's impact if that keeps the count.
 
@@ -584,6 +603,8 @@ def av_offset_from_envelopes(
     """
     if not max_offset > 0:
         raise CmmdError(f"av_offset: max_offset must be > 0 seconds, got {max_offset}")
+    if audio_env.size == 0 or motion.size == 0:
+        raise CmmdError("av_offset: an envelope is empty")
     a_times = np.arange(audio_env.size) / env_rate
     v_times = np.arange(motion.size) / fps
     grid = np.arange(0.0, max(a_times[-1], v_times[-1]) + 0.5 / AV_RATE, 1.0 / AV_RATE)
@@ -618,8 +639,7 @@ def av_offset(
 
 def _audio_events(audio: np.ndarray, sample_rate: int) -> tuple[list[AudioEvent], np.ndarray]:
     """Events and :func:`magnitude_flux` of a waveform ``(S,)`` or a log-mel ``(N_MELS, L)``."""
-    a = np.asarray(audio)
-    mel = log_mel(a, sample_rate) if a.ndim == 1 else _check_mel(a, "clip_sync_scores")
+    mel = as_log_mel(audio, sample_rate, "clip_sync_scores")
     return detect_audio_events_mel(mel, sample_rate, HOP), magnitude_flux(mel)
 
 
