@@ -75,7 +75,8 @@ def measure(src: Path, out: Path, settings: PrepareSettings, workers: int) -> di
     prepare_cpu = cpu_seconds() - cpu
     if summary.failures:
         raise RuntimeError(f"benchmark sources failed to prepare: {summary.failures}")
-    return {"media": summary.media_seconds, "wall": summary.realtime_factor,
+    wall = summary.wall_seconds + summary.stats_seconds
+    return {"media": summary.media_seconds, "wall": summary.media_seconds / wall,
             "cpu": summary.media_seconds / prepare_cpu, "decode_cpu": seconds / decode_cpu}
 
 

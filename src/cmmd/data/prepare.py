@@ -97,13 +97,14 @@ class PrepareSummary:
     skipped: int = 0
     failures: list[ItemResult] = field(default_factory=list)
     media_seconds: float = 0.0
-    wall_seconds: float = 0.0
+    wall_seconds: float = 0.0  # decoding and writing this run's items
+    stats_seconds: float = 0.0  # index.csv and mel_stats.json over all items (incl. one-off imports)
     workers: int = 1
     clips: int = 0
 
     @property
     def realtime_factor(self) -> float:
-        """Seconds of media prepared per wall-clock second (this run's new items)."""
+        """Seconds of media prepared per wall-clock second of decoding and writing."""
         return self.media_seconds / self.wall_seconds if self.wall_seconds > 0 else 0.0
 
     def lines(self) -> list[str]:
@@ -111,9 +112,10 @@ class PrepareSummary:
         out = [
             f"prepared {self.ok} item(s), skipped {self.skipped} already done, {len(self.failures)} failed "
             f"-> {self.out_dir}",
-            f"{self.media_seconds:.1f} s of media in {self.wall_seconds:.1f} s: {self.realtime_factor:.1f}x real "
-            f"time with {self.workers} worker(s) ({self.realtime_factor / self.workers:.1f}x per worker)",
-            f"index.csv: {self.clips} clip(s)",
+            f"{self.media_seconds:.1f} s of media decoded and written in {self.wall_seconds:.1f} s: "
+            f"{self.realtime_factor:.1f}x real time with {self.workers} worker(s) "
+            f"({self.realtime_factor / self.workers:.1f}x per worker)",
+            f"index.csv: {self.clips} clip(s); index and mel_stats.json took {self.stats_seconds:.1f} s",
         ]
         out += [f"failed: {f.source}: [{f.kind}] {f.reason}" for f in self.failures]
         return out
@@ -190,6 +192,7 @@ def prepare_dataset(
             else:
                 summary.failures.append(result)
             bar.update()
+    summary.wall_seconds = time.perf_counter() - start
     summary.failures.sort(key=lambda r: r.source)
     _write_text(out / "failures.jsonl", "".join(
         json.dumps({"source": f.source, "kind": f.kind, "reason": f.reason}) + "\n" for f in summary.failures))
@@ -197,9 +200,10 @@ def prepare_dataset(
     if not metas:
         raise CmmdError(f"no usable items in {src}: {len(jobs)} video file(s) found, {len(summary.failures)} "
                         f"failed (see {out / 'failures.jsonl'})")
+    start = time.perf_counter()
     summary.clips = write_index(out, metas, settings)
     write_mel_stats(out, metas)
-    summary.wall_seconds = time.perf_counter() - start
+    summary.stats_seconds = time.perf_counter() - start
     return summary
 
 
