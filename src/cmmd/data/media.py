@@ -90,8 +90,9 @@ def read_media(
     Video: output frame ``k`` (time ``start + k / fps``) is the latest decoded frame whose
     timestamp is at or before that time, so variable-frame-rate sources and sources without a
     declared rate resample correctly; ``T = floor(span * fps)`` whole output frames. With
-    ``size`` each frame is centre-cropped to a square and area-resized to ``size x size``.
-    Display rotation metadata (phone videos) is applied.
+    ``size`` each frame is centre-cropped to a square and area-resized to ``size x size``
+    (pixels taken as square: a sample aspect ratio is ignored). Display rotation metadata (phone
+    videos) is applied.
 
     Audio: all channels are averaged to mono and resampled to ``sample_rate``; samples are placed
     by timestamp. With video, audio is cut or zero-padded to the frames' span (see
@@ -336,7 +337,8 @@ class _Decoded:
         frames = None
         if self.frames is not None:
             if not self.frames:
-                raise MediaError(path, "no_frames", "no decodable video frames" + (f" after {start} s" if start else ""))
+                after = f" after {start} s" if start else ""
+                raise MediaError(path, "no_frames", f"no decodable video frames{after}")
             frames = np.stack(self.frames)
         audio, padded = None, 0.0
         if self.placed is not None:
@@ -579,7 +581,8 @@ def _encode(container: av.container.OutputContainer, vstream: av.stream.Stream |
             frame.pts = k
             container.mux(vstream.encode(frame))
         if astream is not None and k * chunk < len(audio):
-            container.mux(astream.encode(_audio_frame(astream, audio[k * chunk:(k + 1) * chunk], k * chunk, sample_rate)))
+            piece = audio[k * chunk:(k + 1) * chunk]
+            container.mux(astream.encode(_audio_frame(astream, piece, k * chunk, sample_rate)))
     for stream in (vstream, astream):
         if stream is not None:
             container.mux(stream.encode(None))
