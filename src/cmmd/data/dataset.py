@@ -25,6 +25,8 @@ from cmmd.errors import CmmdError
 
 @dataclass(frozen=True)
 class _Item:
+    """One usable item: its key, length in frames, and where its clips start in the index space."""
+
     key: str
     num_frames: int
     first_clip: int  # index of this item's first clip in the dataset
