@@ -20,6 +20,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("cmmd.commands.train", "train a joint video-audio diffusion model"),
     "generate": ("cmmd.commands.generate", "sample video->audio, audio->video or both from a checkpoint"),
     "demo": ("cmmd.commands.demo", "one-command demo on the synthetic benchmark (HTML report)"),
+    "mos": ("cmmd.commands.mos", "listening/viewing tests: create, serve and analyze a MOS study"),
 }
 
 
