@@ -135,8 +135,17 @@ def check_config(cfg: TrainConfig, world_size: int) -> tuple[Path, MelStats]:
     return root, MelStats.load(stats_file)
 
 
-def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> torch.nn.Module:
-    """Run (or resume) training; returns the EMA model. Works under torchrun (DDP)."""
+@dataclass
+class TrainResult:
+    """The trained network and its EMA (the weights to sample from), and the last step reached."""
+
+    model: torch.nn.Module
+    ema: torch.nn.Module
+    step: int
+
+
+def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> TrainResult:
+    """Run (or resume) training. Works alone or under torchrun (DDP)."""
     info = D.setup(cfg.device)
     try:
         return _train(cfg, resume, progress, info)
@@ -144,7 +153,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> torc
         D.teardown(info)
 
 
-def _train(cfg: TrainConfig, resume: bool, progress: bool, info: D.DistInfo) -> torch.nn.Module:
+def _train(cfg: TrainConfig, resume: bool, progress: bool, info: D.DistInfo) -> TrainResult:
     root, mel_stats = check_config(cfg, info.world_size)
     run_dir = Path(cfg.out_dir)
     existing = latest_checkpoint(run_dir)
@@ -153,7 +162,7 @@ def _train(cfg: TrainConfig, resume: bool, progress: bool, info: D.DistInfo) -> 
             f"out_dir: {run_dir} already holds a run (checkpoint {existing.name}); pass --resume "
             "to continue it or choose another out_dir (nothing is overwritten)"
         )
-    if resume and existing is None and (run_dir / "config.yaml").exists() is False and info.is_main:
+    if resume and existing is None and info.is_main:
         print(f"cmmd train: --resume given but {run_dir} has no checkpoint yet; starting fresh")
 
     torch.manual_seed(cfg.seed)  # identical initialisation on every rank
@@ -171,7 +180,7 @@ def _train(cfg: TrainConfig, resume: bool, progress: bool, info: D.DistInfo) -> 
     if start_step >= cfg.steps:
         if info.is_main:
             print(f"cmmd train: run already at step {start_step} >= steps={cfg.steps}; nothing to do")
-        return ema
+        return TrainResult(model, ema, start_step)
 
     config_dict = to_dict(cfg)
     extra: dict[str, Any] = {"mel_stats": {"mean": mel_stats.mean.tolist(), "std": mel_stats.std.tolist()}}
@@ -224,7 +233,7 @@ def _train(cfg: TrainConfig, resume: bool, progress: bool, info: D.DistInfo) -> 
                 scaler.scale(loss / cfg.grad_accum).backward()
                 for k, v in logs.items():
                     logs_sum[k] = logs_sum.get(k, 0.0) + float(v) / cfg.grad_accum
-            bad = not math.isfinite(logs_sum.get("loss", float(loss)))
+            bad = not math.isfinite(logs_sum["loss"])
             if D.all_ranks_flag(info, bad):
                 where = f"last good checkpoint: {latest_checkpoint(run_dir)}" if last_saved >= 0 else "no checkpoint was written yet"
                 raise CmmdError(
@@ -268,7 +277,7 @@ def _train(cfg: TrainConfig, resume: bool, progress: bool, info: D.DistInfo) -> 
             log.close()
         for sig, handler in previous_handlers.items():
             signal.signal(sig, handler)
-    return ema
+    return TrainResult(model, ema, step)
 
 
 def model_config_of(cfg: TrainConfig) -> UNetConfig:

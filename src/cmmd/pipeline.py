@@ -1,0 +1,159 @@
+"""From a trained checkpoint to media: load the model, condition, sample, decode.
+
+The glue between the training stage and everything that consumes samples (``cmmd generate``,
+the demo, training previews, the study). Video goes through the run's codec, audio through the
+run's mel statistics and a vocoder (Griffin-Lim by default).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+
+from cmmd.audio.griffinlim import GriffinLimVocoder
+from cmmd.audio.mel import MelStats, log_mel
+from cmmd.config import from_dict
+from cmmd.data.conventions import HOP
+from cmmd.diffusion.denoiser import JointDenoiser
+from cmmd.diffusion.guidance import Condition
+from cmmd.diffusion.samplers import sample
+from cmmd.diffusion.schedules import Schedule, make_schedule
+from cmmd.errors import CmmdError
+from cmmd.models import JointUNet, build_unet
+from cmmd.train.checkpoint import load_weights, read_info
+from cmmd.train.config import TrainConfig
+from cmmd.video.codecs import PixelCodec
+
+Mode = Literal["joint", "v2a", "a2v"]
+
+
+@dataclass
+class SamplingSettings:
+    """How to sample: solver, steps, guidance lambda (Eq. 3), DDIM eta, seed."""
+
+    method: Literal["ddim", "dpmpp2m"] = "ddim"
+    steps: int = 50
+    guidance_scale: float = 0.0
+    eta_ddim: float = 0.0
+    seed: int = 0
+
+
+@dataclass
+class Generated:
+    """A batch of samples: frames uint8 (B, T, H, W, 3), log-mels (B, 80, L), waves (B, L*HOP)."""
+
+    frames: np.ndarray
+    mel: np.ndarray
+    wave: np.ndarray
+    settings: dict[str, Any] = field(default_factory=dict)
+
+
+class Pipeline:
+    """A loaded model plus everything needed to turn media into its inputs and back."""
+
+    def __init__(self, model: JointUNet, config: TrainConfig, mel_stats: MelStats, fps: float, size: int,
+                 sample_rate: int, device: torch.device | str = "cpu", step: int = 0, version: str = ""):
+        self.model = model.eval().to(device)
+        self.config = config
+        self.mel_stats = mel_stats
+        self.fps, self.size, self.sample_rate = fps, size, sample_rate
+        self.device = torch.device(device)
+        self.codec = PixelCodec()
+        self.vocoder = GriffinLimVocoder(sample_rate=sample_rate)
+        self.schedule: Schedule = make_schedule(config.diffusion.schedule, config.diffusion.num_steps)
+        self.denoiser = JointDenoiser(self.model, self.schedule, config.diffusion.loss.prediction)
+        self.step, self.version = step, version
+
+    @classmethod
+    def from_checkpoint(cls, path: str | Path, device: str = "cpu", weights: str = "ema") -> Pipeline:
+        """Load a run dir, a checkpoint dir or a single exported cmmd safetensors file."""
+        path = Path(path)
+        info = read_info(path)
+        cfg = from_dict(TrainConfig, info.config)
+        extra = info.extra
+        if extra.get("codec", "pixel") != "pixel":
+            raise CmmdError(f"{path}: trained with codec {extra.get('codec')!r}, which this build cannot load")
+        model = build_unet(cfg.model.preset, **cfg.model.overrides)
+        state = load_weights(path, weights)
+        missing, unexpected = model.load_state_dict(state, strict=False)
+        if missing or unexpected:
+            raise CmmdError(
+                f"{path}: weights do not match the model in its config "
+                f"(missing {missing[:3]}, unexpected {unexpected[:3]})"
+            )
+        stats = MelStats(**{k: extra["mel_stats"][k] for k in ("mean", "std")})
+        return cls(model, cfg, stats, extra["fps"], extra["size"], extra["sample_rate"], device, info.step, info.version)
+
+    # -- media <-> model tensors ------------------------------------------------------------
+    def audio_frames_for(self, num_frames: int) -> int:
+        """Mel frames matching ``num_frames`` video frames (same duration, our framing)."""
+        return int(round(num_frames * self.sample_rate / self.fps)) // HOP
+
+    def encode_video(self, frames: np.ndarray) -> torch.Tensor:
+        """uint8 (B, T, H, W, 3) at the model's size -> model video tensor (B, T, C, H, W)."""
+        if frames.ndim != 5 or frames.shape[-1] != 3:
+            raise CmmdError(f"video must be (B, T, H, W, 3) frames, got shape {frames.shape}")
+        if frames.shape[2:4] != (self.size, self.size):
+            raise CmmdError(
+                f"video frames are {frames.shape[3]}x{frames.shape[2]} but the model was trained on "
+                f"{self.size}x{self.size}; decode with size={self.size}"
+            )
+        return self.codec.encode(frames).to(self.device)
+
+    def encode_audio(self, wave: np.ndarray) -> torch.Tensor:
+        """float waves (B, S) at the model's sample rate -> normalised log-mels (B, 80, S // HOP)."""
+        mel = log_mel(torch.as_tensor(np.asarray(wave, dtype=np.float32)).to(self.device), self.sample_rate)
+        return self.mel_stats.normalize(mel)
+
+    def decode_audio(self, mel_norm: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+        """normalised mels (B, 80, L) -> (log-mels (B, 80, L), waves (B, L*HOP)) via the vocoder."""
+        mel = self.mel_stats.denormalize(mel_norm.float())
+        wave = self.vocoder(mel.cpu())
+        return mel.cpu().numpy(), np.asarray(wave)
+
+    # -- sampling -------------------------------------------------------------------------
+    @torch.no_grad()
+    def generate(
+        self,
+        mode: Mode,
+        settings: SamplingSettings,
+        frames: np.ndarray | None = None,
+        wave: np.ndarray | None = None,
+        num_frames: int | None = None,
+        batch: int = 1,
+    ) -> Generated:
+        """Video->audio (``frames`` given), audio->video (``wave`` given) or joint (neither)."""
+        video0 = audio0 = None
+        if mode == "v2a":
+            if frames is None:
+                raise CmmdError("video->audio needs video frames")
+            video0 = self.encode_video(frames)
+            num_frames, batch = video0.shape[1], video0.shape[0]
+        elif mode == "a2v":
+            if wave is None:
+                raise CmmdError("audio->video needs an audio waveform")
+            wave = np.atleast_2d(wave)
+            audio0 = self.encode_audio(wave)
+            batch = audio0.shape[0]
+            num_frames = int(round(wave.shape[1] * self.fps / self.sample_rate))
+        elif num_frames is None:
+            num_frames = self.config.data.clip_frames
+        assert num_frames is not None
+        video_shape = (batch, num_frames, self.codec.channels, self.size, self.size)
+        audio_shape = (batch, self.mel_stats.mean.numel() if torch.is_tensor(self.mel_stats.mean)
+                       else len(self.mel_stats.mean), self.audio_frames_for(num_frames))
+        if audio0 is not None and audio0.shape[-1] != audio_shape[-1]:
+            audio0 = audio0[..., : audio_shape[-1]]
+        condition = Condition(mode=mode, video0=video0, audio0=audio0, guidance_scale=settings.guidance_scale)
+        gen = torch.Generator(device=self.device).manual_seed(settings.seed)
+        video, audio = sample(
+            self.denoiser, self.schedule, video_shape, audio_shape, method=settings.method, steps=settings.steps,
+            condition=condition, eta_ddim=settings.eta_ddim, generator=gen, device=self.device,
+            autocast=self.device.type == "cuda",
+        )
+        mel, out_wave = self.decode_audio(audio)
+        return Generated(self.codec.decode(video), mel, out_wave, {"mode": mode, **settings.__dict__})

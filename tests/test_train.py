@@ -1,0 +1,173 @@
+"""Training loop: config errors, exact resume after a kill, NaN stop, DDP replicas (gloo, 2 CPUs)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from safetensors.torch import load_file, save_file
+
+from cmmd.config import ConfigError, load_config
+from cmmd.data.prepare import load_item_metas, write_item, write_mel_stats
+from cmmd.data.synth import render_clip
+from cmmd.errors import CmmdError
+from cmmd.train.checkpoint import latest_checkpoint, load_weights, read_info
+from cmmd.train.config import TrainConfig
+from cmmd.train.logging import read_log
+from cmmd.train.loop import build_model, train
+
+# A very small model so a step takes well under a second on one core.
+MICRO_MODEL = {"preset": "tiny", "overrides": {"base_channels": 8, "channel_mult": [1, 2], "attention_levels": [1],
+                                                 "fusion_levels": [0, 1], "head_dim": 8, "norm_groups": 4}}
+
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Six 2-second impacts items at 16x16, written straight into the shard layout."""
+    root = tmp_path_factory.mktemp("prepared")
+    for i in range(6):
+        clip = render_clip("impacts", seed=i, duration=2.0, size=16)
+        meta = {"source": f"clip{i}.mp4", "fps": 10, "sample_rate": 16000, "size": 16,
+                "num_frames": len(clip.frames), "num_samples": len(clip.audio), "duration": 2.0}
+        write_item(root / "items" / f"clip{i}", clip.frames, clip.audio, meta)
+    write_mel_stats(root, load_item_metas(root))
+    return root
+
+
+def write_config(path: Path, prepared: Path, out_dir: Path, **fields) -> Path:
+    cfg = {"out_dir": str(out_dir), "steps": 6, "batch_size": 4, "log_every": 1, "checkpoint_every": 100,
+           "data": {"root": str(prepared), "clip_frames": 8, "num_workers": 0}, "model": MICRO_MODEL,
+           "optim": {"warmup_steps": 2, "lr": 1e-3}}
+    cfg.update(fields)
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def test_config_errors_name_the_key(tmp_path: Path, prepared: Path) -> None:
+    path = write_config(tmp_path / "c.yaml", prepared, tmp_path / "run", stepz=3)
+    with pytest.raises(ConfigError, match="stepz"):
+        load_config(TrainConfig, path)
+    path = write_config(tmp_path / "c.yaml", prepared, tmp_path / "run", steps="many")
+    with pytest.raises(ConfigError, match="steps"):
+        load_config(TrainConfig, path)
+    with pytest.raises(ConfigError, match="optim.lr"):
+        load_config(TrainConfig, write_config(tmp_path / "c.yaml", prepared, tmp_path / "run"), ["optim.lr=fast"])
+    cfg = load_config(TrainConfig, write_config(tmp_path / "c.yaml", prepared, tmp_path / "run"),
+                      ["data.root=/nonexistent/prepared"])
+    with pytest.raises(CmmdError, match="data.root"):
+        train(cfg, progress=False)
+    cfg = load_config(TrainConfig, write_config(tmp_path / "c.yaml", prepared, tmp_path / "run"),
+                      ["model.overrides={widthz: 3}"])
+    with pytest.raises(ConfigError, match="widthz"):
+        train(cfg, progress=False)
+    assert not (tmp_path / "run").exists()  # nothing was started
+
+
+def _run_cli(args: list[str], **kw) -> subprocess.Popen:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    return subprocess.Popen([sys.executable, "-m", "cmmd.cli", "train", *args, "--no-progress"], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **kw)
+
+
+def test_resume_after_kill_matches_uninterrupted_run(tmp_path: Path, prepared: Path) -> None:
+    steps = 8
+    straight = write_config(tmp_path / "a.yaml", prepared, tmp_path / "straight", steps=steps)
+    proc = _run_cli([str(straight)])
+    assert proc.wait(timeout=300) == 0, proc.stdout.read()
+
+    killed = write_config(tmp_path / "b.yaml", prepared, tmp_path / "killed", steps=steps)
+    proc = _run_cli([str(killed)])
+    log = tmp_path / "killed" / "log.csv"
+    deadline = time.time() + 240
+    while time.time() < deadline and (not log.is_file() or len(log.read_text().splitlines()) < 3):
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)  # at step k >= 2
+    out = proc.communicate(timeout=120)[0]
+    assert proc.returncode == 0, out
+    k = read_info(latest_checkpoint(tmp_path / "killed")).step
+    assert 2 <= k < steps, out
+    proc = _run_cli([str(killed), "--resume"])
+    out = proc.communicate(timeout=300)[0]
+    assert proc.returncode == 0, out
+    assert f"resumed from" in out
+
+    a = read_log(tmp_path / "straight")
+    b = read_log(tmp_path / "killed")
+    assert [r["step"] for r in b] == list(range(1, steps + 1))  # no step lost or repeated
+    assert b[-1]["loss"] == a[-1]["loss"]
+    for kind in ("model", "ema"):
+        wa = load_weights(tmp_path / "straight", kind)
+        wb = load_weights(tmp_path / "killed", kind)
+        assert all(torch.equal(wa[n], wb[n]) for n in wa), kind
+
+
+def test_refuses_to_overwrite_a_run(tmp_path: Path, prepared: Path) -> None:
+    cfg = load_config(TrainConfig, write_config(tmp_path / "c.yaml", prepared, tmp_path / "run", steps=2))
+    train(cfg, progress=False)
+    with pytest.raises(CmmdError, match="--resume"):
+        train(cfg, progress=False)
+
+
+def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path: Path, prepared: Path,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    import cmmd.train.loop as loop
+
+    real = loop.training_loss
+    calls = {"n": 0}
+
+    def poisoned(*args, **kwargs):
+        loss, logs = real(*args, **kwargs)
+        calls["n"] += 1
+        if calls["n"] == 4:  # step 4
+            loss = loss * float("nan")
+            logs = {**logs, "loss": loss.detach()}
+        return loss, logs
+
+    monkeypatch.setattr(loop, "training_loss", poisoned)
+    cfg = load_config(TrainConfig, write_config(tmp_path / "c.yaml", prepared, tmp_path / "run", checkpoint_every=2))
+    with pytest.raises(CmmdError, match="non-finite at step 3.*step_00000002"):
+        train(cfg, progress=False)
+    assert read_info(latest_checkpoint(tmp_path / "run")).step == 2
+    weights = load_weights(tmp_path / "run", "model")
+    assert all(torch.isfinite(w).all() for w in weights.values())
+
+
+def _ddp_worker(rank: int, world: int, config_path: str, port: int, out: str) -> None:
+    os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world), MASTER_ADDR="127.0.0.1",
+                      MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    result = train(load_config(TrainConfig, config_path), progress=False)
+    for kind, module in (("model", result.model), ("ema", result.ema)):
+        save_file({k: v.contiguous() for k, v in module.state_dict().items()}, f"{out}/{kind}{rank}.safetensors")
+
+
+def test_ddp_two_cpu_processes_keep_replicas_identical(tmp_path: Path, prepared: Path) -> None:
+    import socket
+
+    import torch.multiprocessing as mp
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    path = write_config(tmp_path / "c.yaml", prepared, tmp_path / "run", steps=3, checkpoint_every=2)
+    mp.spawn(_ddp_worker, args=(2, str(path), port, str(tmp_path)), nprocs=2, join=True)
+    for kind in ("model", "ema"):
+        r0 = load_file(str(tmp_path / f"{kind}0.safetensors"))
+        r1 = load_file(str(tmp_path / f"{kind}1.safetensors"))
+        assert all(torch.equal(r0[k], r1[k]) for k in r0), kind
+    # Rank 0 alone wrote logs and checkpoints; the replicas moved away from the initialisation.
+    assert read_info(latest_checkpoint(tmp_path / "run")).step == 3
+    assert len(read_log(tmp_path / "run")) == 3
+    r0 = load_file(str(tmp_path / "model0.safetensors"))
+    saved = load_weights(tmp_path / "run", "model")
+    assert all(torch.equal(saved[k], r0[k]) for k in r0)
+    torch.manual_seed(0)
+    init = build_model(load_config(TrainConfig, path)).state_dict()
+    assert any(not torch.equal(init[k], r0[k]) for k in r0)
