@@ -176,7 +176,8 @@ def create_study(
     files, problems = _collect_files(folders)
     clips = sorted({stem for per_system in files.values() for stem in per_system})
     for clip in clips:
-        missing = [name for name in folders if clip not in files[name]]
+        # A missing or empty folder is reported once above, not once per clip.
+        missing = [name for name in folders if files[name] and clip not in files[name]]
         if missing:
             problems.append(f"clip {clip!r}: missing from system(s) {', '.join(missing)}")
     for name, per_system in files.items():
