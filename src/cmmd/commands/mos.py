@@ -35,7 +35,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="the ground-truth system, source of attention checks (default: the system named gt)")
     create.add_argument("--clips-per-rater", type=int, metavar="K",
                         help="each rater rates K clips (every system of each) instead of all clips")
-    create.add_argument("--seed", type=int, default=0, help="seed of the attention checks and rater orders (default: 0)")
+    create.add_argument("--seed", type=int, default=0,
+                        help="seed of the attention checks and rater orders (default: 0)")
 
     serve = sub.add_parser("serve", help="run the rating web app")
     serve.add_argument("study_dir", metavar="STUDY_DIR")

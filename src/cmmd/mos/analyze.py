@@ -211,7 +211,7 @@ def save_boxplots(analysis: Analysis, path: Path) -> Path:
     width = max(3.2, 0.75 * len(study.systems) + 1.2)
     fig, axes = plt.subplots(1, n_q, figsize=(width * n_q, 3.6), sharey=True, squeeze=False)
     colours = plt.get_cmap("tab10").colors
-    for ax, question in zip(axes[0], study.questions):
+    for ax, question in zip(axes[0], study.questions, strict=True):
         data, positions = [], []
         for k, system in enumerate(study.systems):
             values = list(analysis.scores(question.id, system).values())
@@ -221,7 +221,7 @@ def save_boxplots(analysis: Analysis, path: Path) -> Path:
         if data:
             boxes = ax.boxplot(data, positions=positions, whis=(0, 100), widths=0.6, patch_artist=True,
                                showfliers=False, medianprops={"color": "black", "linewidth": 2.0})
-            for patch, pos in zip(boxes["boxes"], positions):
+            for patch, pos in zip(boxes["boxes"], positions, strict=True):
                 patch.set_facecolor(colours[(pos - 1) % len(colours)])
                 patch.set_alpha(0.75)
         ax.set_xticks(range(1, len(study.systems) + 1))
@@ -264,10 +264,12 @@ def write_stats_csv(analysis: Analysis, path: Path) -> Path:
 
 
 def _num(value: float, digits: int = 2) -> str:
+    """A number for a table cell; '-' for NaN."""
     return "-" if math.isnan(value) else f"{value:.{digits}f}"
 
 
 def _p(value: float) -> str:
+    """A p-value for a table cell: three decimals, '<0.001' below, '-' for NaN."""
     if math.isnan(value):
         return "-"
     return "<0.001" if value < 0.001 else f"{value:.3f}"
@@ -341,7 +343,7 @@ def write_markdown(analysis: Analysis, path: Path, plot_name: str) -> Path:
 def write_html(analysis: Analysis, path: Path, plot: Path) -> Path:
     """The report as one self-contained HTML file (the box plots embedded as a data URI)."""
     image = base64.b64encode(plot.read_bytes()).decode("ascii")
-    parts = [f"<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>MOS study report</title>"
+    parts = ["<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>MOS study report</title>"
              "<style>body{font-family:system-ui,sans-serif;margin:1.5rem;}table{border-collapse:collapse;"
              "margin-bottom:1.2rem;}th,td{border:1px solid #ccc;padding:0.2rem 0.5rem;}</style></head><body>",
              f"<h1>MOS study report: {escape(analysis.study.root.name)}</h1><ul>"]

@@ -34,9 +34,10 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, HTMLResponse, RedirectResponse, Response
 from starlette.routing import Route
 
+from cmmd.errors import CmmdError
 from cmmd.mos import db, pages
 from cmmd.mos.questions import SCALE_MAX, SCALE_MIN
-from cmmd.mos.study import ATTENTION_FAIL_SCORE, BROWSER_CONTAINERS, Study, attention_results, load_study
+from cmmd.mos.study import ATTENTION_FAIL_SCORE, BROWSER_CONTAINERS, Item, Study, attention_results, load_study
 
 SESSION_COOKIE = "mos_session"
 ADMIN_COOKIE = "mos_admin"
@@ -62,7 +63,7 @@ class _HttpError(Exception):
 def create_app(study_dir: str | Path, admin_token: str) -> Starlette:
     """The app for the study in ``study_dir``; ``/admin`` accepts ``admin_token``."""
     if len(admin_token) < 8:
-        raise ValueError("admin token must be at least 8 characters")
+        raise CmmdError("the admin token must be at least 8 characters")
     study = load_study(study_dir)
     handlers = _Handlers(study, admin_token)
     return Starlette(routes=[
@@ -83,14 +84,17 @@ def _html(body: str, status: int = 200) -> HTMLResponse:
 
 
 def _error(exc: _HttpError) -> HTMLResponse:
+    """The error page for ``exc``, with its status code."""
     return _html(pages.message_page(exc.title, exc.text, ("/", "Back to the start")), exc.status)
 
 
 def _asset(text: str, media_type: str) -> Response:
+    """The stylesheet or the script."""
     return Response(text, media_type=media_type, headers={**_SECURITY_HEADERS, "Cache-Control": "max-age=3600"})
 
 
 def _redirect(url: str) -> RedirectResponse:
+    """303 See Other: after a POST the browser GETs ``url`` (a reload never resubmits)."""
     return RedirectResponse(url, status_code=303, headers=_SECURITY_HEADERS)
 
 
@@ -120,8 +124,17 @@ class _Handlers:
         self.study = study
         self.admin_token = admin_token
         self.items = study.items_by_id
+        self._assignments: dict[str, tuple[list[Item], set[str]]] = {}
+
+    def _assignment(self, rater_id: str) -> tuple[list[Item], set[str]]:
+        """A rater's items in order and their ids, computed once per rater (it is deterministic)."""
+        if rater_id not in self._assignments:
+            items = self.study.assignment(rater_id)
+            self._assignments[rater_id] = (items, {item.id for item in items})
+        return self._assignments[rater_id]
 
     def _db(self, work: Callable[[sqlite3.Connection], Any]) -> Any:
+        """Run ``work`` on a connection of its own (closed afterwards)."""
         conn = db.connect(self.study.db_path)
         try:
             return work(conn)
@@ -129,12 +142,14 @@ class _Handlers:
             conn.close()
 
     def _rater(self, session: str) -> db.Rater:
+        """The rater of a session token; 404 page for an unknown one."""
         rater = self._db(lambda conn: db.rater_by_session(conn, session)) if session else None
         if rater is None:
             raise _HttpError(404, "Unknown link", "This personal link is not valid. Start a new session.")
         return rater
 
     async def index(self, request: Request) -> Response:
+        """Back to the session of this browser's cookie, else the welcome page."""
         session = request.cookies.get(SESSION_COOKIE, "")
         if session and await run_in_threadpool(
                 self._db, lambda conn: db.rater_by_session(conn, session)) is not None:
@@ -142,6 +157,7 @@ class _Handlers:
         return _html(pages.welcome_page(self.study.questions))
 
     async def start(self, request: Request) -> Response:
+        """Create a session for the given (or an anonymous) rater id."""
         try:
             form = await _form(request)
         except _HttpError as exc:
@@ -163,6 +179,7 @@ class _Handlers:
 
     @staticmethod
     def _new_rater(conn: sqlite3.Connection, rater_id: str) -> db.Rater:
+        """Register ``rater_id``, or a fresh ``anon-<hex>`` id when it is empty."""
         if rater_id:
             return db.create_rater(conn, rater_id, anonymous=False)
         while True:
@@ -172,12 +189,13 @@ class _Handlers:
                 continue
 
     def rater_page(self, request: Request) -> Response:
+        """The next unrated item of the session, or the thank-you page."""
         session = request.path_params["session"]
         try:
             rater = self._rater(session)
         except _HttpError as exc:
             return _error(exc)
-        items = self.study.assignment(rater.rater_id)
+        items, _ = self._assignment(rater.rater_id)
         rated = self._db(lambda conn: db.rated_items(conn, rater.rater_id))
         pending = [item for item in items if item.id not in rated]
         if pending:
@@ -191,10 +209,11 @@ class _Handlers:
         return response
 
     def media(self, request: Request) -> Response:
+        """An item's media file (with range requests), for items of this rater's assignment only."""
         try:
             rater = self._rater(request.path_params["session"])
             item = self.items.get(request.path_params["item_id"])
-            if item is None or item not in self.study.assignment(rater.rater_id):
+            if item is None or item.id not in self._assignment(rater.rater_id)[1]:
                 raise _HttpError(404, "Not found", "No such clip in your session.")
         except _HttpError as exc:
             return _error(exc)
@@ -208,6 +227,7 @@ class _Handlers:
         return response
 
     async def rate(self, request: Request) -> Response:
+        """Store one item's scores (see ``_rate``)."""
         try:
             form = await _form(request)
             return await run_in_threadpool(self._rate, request.path_params["session"], form)
@@ -233,13 +253,14 @@ class _Handlers:
         if problems:
             raise _HttpError(422, "Rating not saved", "; ".join(problems))
         item = self.items.get(item_id)
-        if item is None or item not in self.study.assignment(rater.rater_id):
+        if item is None or item.id not in self._assignment(rater.rater_id)[1]:
             raise _HttpError(403, "Rating not saved", "That clip is not part of your session.")
         if not self._db(lambda conn: db.submit(conn, rater.rater_id, item_id, scores)):
             raise _HttpError(409, "Already rated", "You have already rated this clip; your first rating stands.")
         return _redirect(f"/s/{session}")
 
     def admin(self, request: Request) -> Response:
+        """Progress per rater, behind the admin token."""
         given = request.query_params.get("token")
         if given is not None and hmac.compare_digest(given.encode(), self.admin_token.encode()):
             # Trade the token in the URL (history, screen shares) for a cookie scoped to /admin.
@@ -260,7 +281,7 @@ class _Handlers:
         base = str(request.base_url).rstrip("/")
         rows = [
             pages.AdminRow(
-                r.rater_id, r.anonymous, len(rated.get(r.rater_id, ())), len(self.study.assignment(r.rater_id)),
+                r.rater_id, r.anonymous, len(rated.get(r.rater_id, ())), len(self._assignment(r.rater_id)[0]),
                 f"{attention[r.rater_id].failed} of {attention[r.rater_id].checks}" if r.rater_id in attention else "-",
                 _when(r.created_at), _when(last[r.rater_id]) if r.rater_id in last else "-", f"{base}/s/{r.session}",
             )
