@@ -68,7 +68,8 @@ class EasyFusion(nn.Module):
     Each projection is one 1x1 convolution on the channel concatenation (stored as such, so its
     weight is ``(C_own, C_own + C_other)``). It is computed split, ``W_own x + W_other y + b``,
     which is the same sum but lets the other stream's term be computed at ``(B, T)`` (video) or
-    ``(B, L)`` (audio) resolution and broadcast, instead of materialising the broadcast concat.
+    ``(B, L)`` (audio) resolution and broadcast, instead of materialising the broadcast concat;
+    the residual is folded in as ``(I + W_own) x``, which at zero init is exactly ``x``.
 
     Residual form with the projection zero-initialised (``zero_init=True``): the joint model
     starts as two independent single-modality U-Nets, every fusion point an exact identity, and
@@ -104,8 +105,8 @@ class EasyFusion(nn.Module):
         ``valid_hw``: the unpadded part of ``H x W`` that the spatial average covers.
         Returns the updated ``(video, audio)`` with unchanged shapes.
         """
-        cv = self.video_ch
-        bt, _, h, w = video.shape
+        cv, ca = self.video_ch, self.audio_ch
+        bt = video.shape[0]
         b = bt // frames
         w_video = self.to_video.weight[:, :, 0, 0]
         w_audio = self.to_audio.weight[:, :, 0]
@@ -114,11 +115,14 @@ class EasyFusion(nn.Module):
         a_proj = torch.einsum("oc,bcl->bol", w_video[:, cv:], audio)
         a_on_frames = resample_time(a_proj, frames, audio_extent, float(frames))
         a_on_frames = a_on_frames.transpose(1, 2).reshape(bt, cv, 1, 1)
-        video_out = video + F.conv2d(video, w_video[:, :cv, None, None], self.to_video.bias) + a_on_frames
+        # The residual is folded into the weight, x + W x = (I + W) x: one pass over the video.
+        own_v = torch.eye(cv, device=video.device, dtype=w_video.dtype) + w_video[:, :cv]
+        video_out = F.conv2d(video, own_v[:, :, None, None], self.to_video.bias) + a_on_frames
 
         # audio <- video: spatial mean over the real pixels, project, resample to L.
         pooled = video[:, :, : valid_hw[0], : valid_hw[1]].mean(dim=(2, 3)).view(b, frames, cv)
-        v_proj = torch.einsum("oc,btc->bot", w_audio[:, self.audio_ch :], pooled)
+        v_proj = torch.einsum("oc,btc->bot", w_audio[:, ca:], pooled)
         v_on_mels = resample_time(v_proj, audio.shape[-1], float(frames), audio_extent)
-        audio_out = audio + F.conv1d(audio, w_audio[:, : self.audio_ch, None], self.to_audio.bias) + v_on_mels
+        own_a = torch.eye(ca, device=audio.device, dtype=w_audio.dtype) + w_audio[:, :ca]
+        audio_out = F.conv1d(audio, own_a[:, :, None], self.to_audio.bias) + v_on_mels
         return video_out, audio_out
