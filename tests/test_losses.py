@@ -301,3 +301,29 @@ def test_config_is_strict():
         from_dict(DiffusionLossConfig, {"contrastive": "infonce"})
     with pytest.raises(ConfigError, match="temperature"):
         from_dict(DiffusionLossConfig, {"temperature": 0.0})
+
+
+def test_clean_condition_rows_get_level_zero_clean_input_and_no_loss_on_that_modality() -> None:
+    """clean_condition_prob (our extension): a conditioned modality enters clean at step 0, unscored."""
+    from cmmd.diffusion.losses import DiffusionLossConfig, joint_diffusion_loss
+    from cmmd.diffusion.schedules import make_schedule
+
+    seen = {}
+
+    def model(video_n, audio_n, n_video, n_audio):
+        seen.update(video_n=video_n, audio_n=audio_n, n_video=n_video, n_audio=n_audio)
+        return torch.ones_like(video_n), torch.ones_like(audio_n)
+
+    schedule = make_schedule("cosine", 1000)
+    g = torch.Generator().manual_seed(0)
+    video, audio = torch.randn(3, 2, 3, 4, 4, generator=g), torch.randn(3, 5, 8, generator=g)
+    t = torch.tensor([500, 600, 700])
+    clean_video = torch.tensor([True, False, False])
+    clean_audio = torch.tensor([False, True, False])
+    loss, parts = joint_diffusion_loss(model, video, audio, t, torch.randn_like(video), torch.randn_like(audio),
+                                       schedule, DiffusionLossConfig(), clean_video, clean_audio)
+    assert torch.equal(seen["video_n"][0], video[0]) and torch.equal(seen["audio_n"][1], audio[1])
+    assert not torch.equal(seen["video_n"][1], video[1])
+    assert seen["n_video"].tolist() == [0.0, 600.0, 700.0] and seen["n_audio"].tolist() == [500.0, 0.0, 700.0]
+    assert parts["video"][0] == 0 and parts["audio"][1] == 0
+    assert parts["video"][1] > 0 and parts["audio"][0] > 0 and parts["video"][2] > 0 and parts["audio"][2] > 0

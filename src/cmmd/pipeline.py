@@ -33,13 +33,16 @@ Mode = Literal["joint", "v2a", "a2v"]
 
 @dataclass
 class SamplingSettings:
-    """How to sample: solver, steps, guidance lambda (Eq. 3), DDIM eta, seed."""
+    """How to sample: solver, steps, guidance lambda (Eq. 3), DDIM eta, seed, and how the known
+    modality is given (``auto``: clean if the model was trained with clean conditioning, else
+    re-noised as in the paper)."""
 
     method: Literal["ddim", "dpmpp2m"] = "ddim"
     steps: int = 50
     guidance_scale: float = 0.0
     eta_ddim: float = 0.0
     seed: int = 0
+    known_level: Literal["auto", "renoised", "clean"] = "auto"
 
 
 @dataclass
@@ -148,7 +151,11 @@ class Pipeline:
                        else len(self.mel_stats.mean), self.audio_frames_for(num_frames))
         if audio0 is not None and audio0.shape[-1] != audio_shape[-1]:
             audio0 = audio0[..., : audio_shape[-1]]
-        condition = Condition(mode=mode, video0=video0, audio0=audio0, guidance_scale=settings.guidance_scale)
+        known_level = settings.known_level
+        if known_level == "auto":
+            known_level = "clean" if self.config.diffusion.loss.clean_condition_prob > 0 else "renoised"
+        condition = Condition(mode=mode, video0=video0, audio0=audio0, guidance_scale=settings.guidance_scale,
+                              known_level=known_level)
         gen = torch.Generator(device=self.device).manual_seed(settings.seed)
         video, audio = sample(
             self.denoiser, self.schedule, video_shape, audio_shape, method=settings.method, steps=settings.steps,
@@ -156,4 +163,5 @@ class Pipeline:
             autocast=self.device.type == "cuda",
         )
         mel, out_wave = self.decode_audio(audio)
-        return Generated(self.codec.decode(video), mel, out_wave, {"mode": mode, **settings.__dict__})
+        return Generated(self.codec.decode(video), mel, out_wave,
+                         {"mode": mode, **settings.__dict__, "known_level": known_level})

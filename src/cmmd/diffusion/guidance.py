@@ -46,7 +46,10 @@ class Condition:
     ``video0`` (B, T, C, H, W) is required for ``"v2a"``, ``audio0`` (B, M, L) for ``"a2v"``;
     ``guidance_scale`` is Eq. 3's lambda (0 = replacement); ``noise`` is the fixed ``eps`` of
     Eq. 5 used to re-noise the known modality, shaped like it; left ``None``, it is drawn once
-    from the sampler's generator.
+    from the sampler's generator. ``known_level="clean"`` (our extension, not in the paper) gives
+    the network the known modality clean at level 0 instead of re-noised at the current level;
+    it needs a model trained with ``DiffusionLossConfig.clean_condition_prob > 0``, which has
+    learned the conditional ``p(a | v)`` directly rather than only the joint.
     """
 
     mode: ConditionMode = "joint"
@@ -54,10 +57,13 @@ class Condition:
     audio0: torch.Tensor | None = None
     guidance_scale: float = 0.0
     noise: torch.Tensor | None = None
+    known_level: Literal["renoised", "clean"] = "renoised"
 
     def __post_init__(self) -> None:
         if self.mode not in ("joint", "v2a", "a2v"):
             raise ValueError(f"unknown condition mode {self.mode!r}; expected 'joint', 'v2a' or 'a2v'")
+        if self.known_level not in ("renoised", "clean"):
+            raise ValueError(f"known_level must be 'renoised' or 'clean', got {self.known_level!r}")
         if self.guidance_scale < 0:
             raise ValueError(f"guidance_scale must be >= 0, got {self.guidance_scale}")
         if self.mode == "joint":
@@ -104,9 +110,12 @@ class GuidedDenoiser:
         self.known_index = {"joint": None, "v2a": 0, "a2v": 1}[condition.mode]
 
     def _renoised_known(self, n: torch.Tensor) -> torch.Tensor:
-        """Known modality at step ``n`` (B,): ``sqrt(ab_n) x0 + sqrt(1 - ab_n) eps`` (paper Eq. 5)."""
+        """Known modality at step ``n`` (B,): ``sqrt(ab_n) x0 + sqrt(1 - ab_n) eps`` (paper Eq. 5),
+        or ``x0`` itself when the condition is given clean."""
         known = self.condition.known
         assert known is not None and self.condition.noise is not None
+        if self.condition.known_level == "clean":
+            return known
         return q_sample(known, self.condition.noise, self.schedule.alpha_bar_at(n))
 
     def replace_known(
@@ -127,18 +136,20 @@ class GuidedDenoiser:
         if k is None:
             return self.denoiser(video_n, audio_n, n_video, n_audio)
         g = 1 - k
-        levels = (n_video, n_audio)
+        levels = [n_video, n_audio]
         known0 = self.condition.known
         assert known0 is not None
         states = [video_n, audio_n]
         states[k] = self._renoised_known(levels[k])
+        if self.condition.known_level == "clean":
+            levels[k] = torch.zeros_like(levels[k])
         scale = self.condition.guidance_scale
         if scale == 0:
-            out = list(self.denoiser(states[0], states[1], n_video, n_audio))
+            out = list(self.denoiser(states[0], states[1], levels[0], levels[1]))
         else:
             with torch.enable_grad():
                 states[g] = states[g].detach().requires_grad_(True)
-                out = list(self.denoiser(states[0], states[1], n_video, n_audio))
+                out = list(self.denoiser(states[0], states[1], levels[0], levels[1]))
                 error = (known0 - out[k]).float().pow(2).sum()  # per-sample sums, added over the batch
                 (grad,) = torch.autograd.grad(error, states[g])
             sqrt_ab = append_dims(self.schedule.alpha_bar_at(levels[g]).sqrt(), grad.ndim).to(grad.dtype)

@@ -20,7 +20,7 @@ import torch
 from cmmd.config import ConfigError
 from cmmd.diffusion.denoiser import JointModel
 from cmmd.diffusion.parameterization import prediction_target, q_sample
-from cmmd.diffusion.schedules import Schedule
+from cmmd.diffusion.schedules import Schedule, append_dims
 
 
 @dataclass
@@ -42,6 +42,11 @@ class DiffusionLossConfig:
     * ``negative_terms``: which outputs of a negative pair enter its loss, ``"joint"`` (both, the
       literal Eq. 6), ``"own"`` (the negative modality's output only, CDCD's ``L_cdiff``,
       Eq. 4) or ``"cross"`` (the partner modality's output only); see :func:`contrastive_loss`.
+    * ``clean_condition_prob``: our extension, not in the paper (0 = the paper's training). With
+      this probability a sample gives one modality (video or audio, equally likely) to the
+      network clean, at level 0, and drops that modality's loss term, so the joint model also
+      learns the conditionals ``p(a | v)`` and ``p(v | a)`` directly (as UniDiffuser does with
+      independent levels). Sampling then conditions with ``Condition(known_level="clean")``.
     """
 
     prediction: Literal["v", "eps"] = "v"
@@ -51,8 +56,11 @@ class DiffusionLossConfig:
     eta: float = 1e-4
     temperature: float = 0.01
     negative_terms: Literal["joint", "own", "cross"] = "joint"
+    clean_condition_prob: float = 0.0
 
     def __post_init__(self) -> None:
+        if not 0 <= self.clean_condition_prob <= 1:
+            raise ConfigError(f"clean_condition_prob must be in [0, 1], got {self.clean_condition_prob}")
         if self.video_weight < 0 or self.audio_weight < 0:
             raise ConfigError("video_weight and audio_weight must be >= 0")
         if self.eta < 0:
@@ -92,21 +100,39 @@ def _output_errors(
     noise_audio: torch.Tensor,
     schedule: Schedule,
     prediction: str,
+    clean_video: torch.Tensor | None = None,
+    clean_audio: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """One forward pass; per-sample MSE of the video output and of the audio output, each (R,).
 
     Both modalities are noised to the same level ``t`` (METHOD.md section 3) and the network
-    gets ``t`` as float step indices for both streams (the model contract).
+    gets ``t`` as float step indices for both streams (the model contract). Rows flagged in
+    ``clean_video`` / ``clean_audio`` (R,) bool instead give that modality clean at level 0 as a
+    condition, and its error is zeroed (``DiffusionLossConfig.clean_condition_prob``).
     """
     t = t.to(video0.device)
-    ab = schedule.alpha_bar_at(t)
-    video_n = q_sample(video0, noise_video, ab)  # Eq. 5
-    audio_n = q_sample(audio0, noise_audio, ab)
     n = t.to(torch.float32)
-    out_v, out_a = model(video_n, audio_n, n, n)
-    target_v = prediction_target(prediction, video0, noise_video, ab)  # Eq. 2
-    target_a = prediction_target(prediction, audio0, noise_audio, ab)
-    return _modality_mse(out_v, target_v), _modality_mse(out_a, target_a)
+    n_v, n_a = n, n
+    if clean_video is not None:
+        n_v = torch.where(clean_video, torch.zeros_like(n), n)
+    if clean_audio is not None:
+        n_a = torch.where(clean_audio, torch.zeros_like(n), n)
+    ab_v, ab_a = schedule.alpha_bar_at(n_v), schedule.alpha_bar_at(n_a)
+    video_n = q_sample(video0, noise_video, ab_v)  # Eq. 5
+    audio_n = q_sample(audio0, noise_audio, ab_a)
+    if clean_video is not None:
+        video_n = torch.where(append_dims(clean_video, video0.ndim), video0, video_n)
+    if clean_audio is not None:
+        audio_n = torch.where(append_dims(clean_audio, audio0.ndim), audio0, audio_n)
+    out_v, out_a = model(video_n, audio_n, n_v, n_a)
+    target_v = prediction_target(prediction, video0, noise_video, ab_v)  # Eq. 2
+    target_a = prediction_target(prediction, audio0, noise_audio, ab_a)
+    err_v, err_a = _modality_mse(out_v, target_v), _modality_mse(out_a, target_a)
+    if clean_video is not None:
+        err_v = err_v * (~clean_video).to(err_v.dtype)
+    if clean_audio is not None:
+        err_a = err_a * (~clean_audio).to(err_a.dtype)
+    return err_v, err_a
 
 
 def joint_diffusion_loss(
@@ -118,6 +144,8 @@ def joint_diffusion_loss(
     noise_audio: torch.Tensor,
     schedule: Schedule,
     cfg: DiffusionLossConfig,
+    clean_video: torch.Tensor | None = None,
+    clean_audio: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Per-sample joint diffusion loss ``L_jdiff`` (paper Eq. 2), with its two components.
 
@@ -126,7 +154,8 @@ def joint_diffusion_loss(
     components are the unweighted per-element-mean MSEs and
     ``loss = video_weight * video + audio_weight * audio``.
     """
-    video, audio = _output_errors(model, video0, audio0, t, noise_video, noise_audio, schedule, cfg.prediction)
+    video, audio = _output_errors(model, video0, audio0, t, noise_video, noise_audio, schedule, cfg.prediction,
+                                  clean_video, clean_audio)
     return cfg.video_weight * video + cfg.audio_weight * audio, {"video": video, "audio": audio}
 
 
@@ -202,6 +231,8 @@ def contrastive_loss(
     cfg: DiffusionLossConfig,
     audio_index: torch.Tensor | None = None,
     video_index: torch.Tensor | None = None,
+    clean_video: torch.Tensor | None = None,
+    clean_audio: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Joint contrastive loss (paper Eq. 6, or its bounded variant), a scalar plus logs.
 
@@ -261,7 +292,8 @@ def contrastive_loss(
     audio_rows = torch.cat([audio0, audio_negatives.to(audio0.dtype), audio0[owner_v]])
     t_rows = t.to(rows.device)[rows]
     raw_v, raw_a = _output_errors(
-        model, video_rows, audio_rows, t_rows, noise_video[rows], noise_audio[rows], schedule, cfg.prediction
+        model, video_rows, audio_rows, t_rows, noise_video[rows], noise_audio[rows], schedule, cfg.prediction,
+        None if clean_video is None else clean_video[rows], None if clean_audio is None else clean_audio[rows],
     )
     err_v, err_a = cfg.video_weight * raw_v, cfg.audio_weight * raw_a
     positive = err_v[:B] + err_a[:B]
@@ -323,8 +355,14 @@ def training_loss(
     noise_video = torch.randn(video.shape, generator=generator, device=dev, dtype=video.dtype).to(video.device)
     noise_audio = torch.randn(audio.shape, generator=generator, device=dev, dtype=audio.dtype).to(audio.device)
     t = t.to(video.device)
+    clean_video = clean_audio = None
+    if cfg.clean_condition_prob > 0:  # our extension; drawn after the noise so p = 0 keeps the paper's stream
+        u = torch.rand(video.shape[0], generator=generator, device=dev).to(video.device)
+        clean_video = u < cfg.clean_condition_prob / 2
+        clean_audio = (u >= cfg.clean_condition_prob / 2) & (u < cfg.clean_condition_prob)
     if cfg.contrastive == "none":
-        per_sample, parts = joint_diffusion_loss(model, video, audio, t, noise_video, noise_audio, schedule, cfg)
+        per_sample, parts = joint_diffusion_loss(model, video, audio, t, noise_video, noise_audio, schedule, cfg,
+                                                 clean_video, clean_audio)
         loss = per_sample.mean()
         logs = {
             "loss": loss.detach(),
@@ -339,4 +377,5 @@ def training_loss(
         model, video, audio,
         negatives.audio, negatives.video_for_audio, negatives.video, negatives.audio_for_video,
         t, noise_video, noise_audio, schedule, cfg, negatives.audio_index, negatives.video_index,
+        clean_video, clean_audio,
     )
