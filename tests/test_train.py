@@ -82,13 +82,16 @@ def test_resume_after_kill_matches_uninterrupted_run(tmp_path: Path, prepared: P
     proc = _run_cli([str(straight)])
     assert proc.wait(timeout=300) == 0, proc.stdout.read()
 
-    killed = write_config(tmp_path / "b.yaml", prepared, tmp_path / "killed", steps=steps)
-    proc = _run_cli([str(killed)])
+    # The killed run loads data in a worker process and the whole process group gets SIGTERM,
+    # as from a terminal or a cluster scheduler; worker count does not change the data stream.
+    killed = write_config(tmp_path / "b.yaml", prepared, tmp_path / "killed", steps=steps,
+                          data={"root": str(prepared), "clip_frames": 8, "num_workers": 1})
+    proc = _run_cli([str(killed)], start_new_session=True)
     log = tmp_path / "killed" / "log.csv"
     deadline = time.time() + 240
     while time.time() < deadline and (not log.is_file() or len(log.read_text().splitlines()) < 3):
         time.sleep(0.05)
-    proc.send_signal(signal.SIGTERM)  # at step k >= 2
+    os.killpg(proc.pid, signal.SIGTERM)  # at step k >= 2
     out = proc.communicate(timeout=120)[0]
     assert proc.returncode == 0, out
     k = read_info(latest_checkpoint(tmp_path / "killed")).step

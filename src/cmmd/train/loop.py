@@ -103,6 +103,17 @@ def _install_signal_handlers(flag: _StopFlag) -> dict[int, Any]:
     return previous
 
 
+def _ignore_stop_signals(_worker_id: int) -> None:
+    """DataLoader worker init: leave SIGINT/SIGTERM to the main process.
+
+    A terminal's Ctrl-C and a cluster scheduler's SIGTERM reach every process of the job; a
+    worker dying of it would abort the main process mid-step instead of letting it finish the
+    step and save a checkpoint. The main process shuts its workers down itself.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
 def build_model(cfg: TrainConfig) -> JointUNet:
     """The network of a run from its preset name and overrides (strictly validated)."""
     return build_unet(cfg.model.preset, **cfg.model.overrides)
@@ -194,6 +205,7 @@ def _train(cfg: TrainConfig, resume: bool, progress: bool, info: D.DistInfo) -> 
         StepIndexedClips(clips, cfg.seed),
         batch_sampler=StepBatches(cfg.steps, start_step, micro, cfg.grad_accum, info.rank, info.world_size),
         num_workers=cfg.data.num_workers,
+        worker_init_fn=_ignore_stop_signals,
         persistent_workers=False,
         pin_memory=info.device.type == "cuda",
     )
