@@ -2,12 +2,24 @@
 # Set up a fresh machine: a virtual environment in .venv with cmmd installed (editable).
 # torch is pinned to the CPU build that installs quickly from this workplace's disk; an
 # unpinned install would pull a multi-GB CUDA build. On a GPU machine install your CUDA torch
-# first and pass --no-torch.
+# first and pass --no-torch. --tests also installs what the browser test of the MOS app needs
+# (Debian's chromium and Playwright's Python package; no browser download).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
 [[ -x .venv/bin/python ]] || "$PY" -m venv .venv
-if [[ "${1:-}" != "--no-torch" ]]; then
+torch=1 tests=0
+for arg in "$@"; do
+  case "$arg" in
+    --no-torch) torch=0 ;;
+    --tests) tests=1 ;;
+    *) echo "setup.sh: unknown option $arg (known: --no-torch, --tests)" >&2; exit 2 ;;
+  esac
+done
+if ((torch)); then
   .venv/bin/pip install -q --disable-pip-version-check torch==2.13.0
 fi
 .venv/bin/pip install -q --disable-pip-version-check -e '.[test]'
+if ((tests)); then
+  bash scripts/setup_browser_tests.sh
+fi
