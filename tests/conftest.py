@@ -107,3 +107,38 @@ def bad_media(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     write_media(files["silent"], frames, np.zeros_like(audio), 10, 16000)
     write_media(files["too_short"], frames[:5], audio[:8000], 10, 16000)
     return files
+
+
+MICRO_MODEL = {"preset": "tiny", "overrides": {"base_channels": 8, "channel_mult": [1, 2], "attention_levels": [1],
+                                                 "fusion_levels": [0, 1], "head_dim": 8, "norm_groups": 4}}
+
+
+@pytest.fixture(scope="session")
+def prepared_impacts(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Six 2-second impacts items at 16x16 written straight into the shard layout (no mp4)."""
+    from cmmd.data.prepare import load_item_metas, write_item, write_mel_stats
+    from cmmd.data.synth import render_clip
+
+    root = tmp_path_factory.mktemp("prepared")
+    for i in range(6):
+        clip = render_clip("impacts", seed=i, duration=2.0, size=16)
+        meta = {"source": f"clip{i}.mp4", "fps": 10, "sample_rate": 16000, "size": 16,
+                "num_frames": len(clip.frames), "num_samples": len(clip.audio), "duration": 2.0}
+        write_item(root / "items" / f"clip{i}", clip.frames, clip.audio, meta)
+    write_mel_stats(root, load_item_metas(root))
+    return root
+
+
+@pytest.fixture(scope="session")
+def micro_run(prepared_impacts: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A run directory of a micro model trained for 12 steps (seconds), for sampling tests."""
+    from cmmd.config import from_dict
+    from cmmd.train.config import TrainConfig
+    from cmmd.train.loop import train
+
+    out = tmp_path_factory.mktemp("micro_run") / "run"
+    cfg = from_dict(TrainConfig, {"out_dir": str(out), "steps": 12, "batch_size": 4, "log_every": 4,
+                                  "data": {"root": str(prepared_impacts), "clip_frames": 8, "num_workers": 0},
+                                  "model": MICRO_MODEL, "optim": {"warmup_steps": 2, "lr": 1e-3}})
+    train(cfg, progress=False)
+    return out

@@ -10,40 +10,27 @@ import time
 from pathlib import Path
 
 import pytest
+
+import conftest
 import torch
 import yaml
 from safetensors.torch import load_file, save_file
 
 from cmmd.config import ConfigError, load_config
-from cmmd.data.prepare import load_item_metas, write_item, write_mel_stats
-from cmmd.data.synth import render_clip
 from cmmd.errors import CmmdError
 from cmmd.train.checkpoint import latest_checkpoint, load_weights, read_info
 from cmmd.train.config import TrainConfig
 from cmmd.train.logging import read_log
 from cmmd.train.loop import build_model, train
 
-# A very small model so a step takes well under a second on one core.
-MICRO_MODEL = {"preset": "tiny", "overrides": {"base_channels": 8, "channel_mult": [1, 2], "attention_levels": [1],
-                                                 "fusion_levels": [0, 1], "head_dim": 8, "norm_groups": 4}}
-
-
-@pytest.fixture(scope="module")
-def prepared(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Six 2-second impacts items at 16x16, written straight into the shard layout."""
-    root = tmp_path_factory.mktemp("prepared")
-    for i in range(6):
-        clip = render_clip("impacts", seed=i, duration=2.0, size=16)
-        meta = {"source": f"clip{i}.mp4", "fps": 10, "sample_rate": 16000, "size": 16,
-                "num_frames": len(clip.frames), "num_samples": len(clip.audio), "duration": 2.0}
-        write_item(root / "items" / f"clip{i}", clip.frames, clip.audio, meta)
-    write_mel_stats(root, load_item_metas(root))
-    return root
+@pytest.fixture
+def prepared(prepared_impacts: Path) -> Path:
+    return prepared_impacts
 
 
 def write_config(path: Path, prepared: Path, out_dir: Path, **fields) -> Path:
     cfg = {"out_dir": str(out_dir), "steps": 6, "batch_size": 4, "log_every": 1, "checkpoint_every": 100,
-           "data": {"root": str(prepared), "clip_frames": 8, "num_workers": 0}, "model": MICRO_MODEL,
+           "data": {"root": str(prepared), "clip_frames": 8, "num_workers": 0}, "model": conftest.MICRO_MODEL,
            "optim": {"warmup_steps": 2, "lr": 1e-3}}
     cfg.update(fields)
     path.write_text(yaml.safe_dump(cfg))
