@@ -17,6 +17,8 @@ from cmmd.errors import CmmdError
 COMMANDS: dict[str, tuple[str, str]] = {
     "synth": ("cmmd.commands.synth", "generate the synthetic audio-visual benchmark (mp4 + JSON)"),
     "prepare": ("cmmd.commands.prepare", "turn a folder of videos into training shards"),
+    "vae": ("cmmd.commands.vae", "train or test the small video VAE (latent codec)"),
+    "vocoder": ("cmmd.commands.vocoder", "train or test a neural vocoder (mel -> waveform)"),
     "train": ("cmmd.commands.train", "train a joint video-audio diffusion model"),
     "generate": ("cmmd.commands.generate", "sample video->audio, audio->video or both from a checkpoint"),
     "demo": ("cmmd.commands.demo", "one-command demo on the synthetic benchmark (HTML report)"),

@@ -1,31 +1,274 @@
 """Video codecs: map decoded frames to the tensors the diffusion model works on, and back.
 
-Only the ``pixel`` codec lives here for now (frames scaled to [-1, 1]); latent codecs share the
-same interface: ``encode(frames uint8 (B, T, H, W, 3)) -> (B, T, C, h, w)`` and ``decode``.
+One interface (:class:`VideoCodec`) for every representation of METHOD.md section 2:
+
+* ``pixel``: frames scaled to [-1, 1] (:class:`PixelCodec`, no weights);
+* ``cmmd-vae:<checkpoint>``: the small KL-VAE that ``cmmd vae train`` trains
+  (:class:`cmmd.video.vae.CmmdVaeCodec`, 4 channels, 4x or 8x downsampling);
+* ``sd-vae:<folder or .safetensors>``: Stable Diffusion's ``AutoencoderKL`` loaded from a local
+  path through diffusers (:class:`cmmd.video.sdvae.SdVaeCodec`, 4 channels, 8x).
+
+Contract, shared by all of them::
+
+    encode(frames uint8 (B, T, H, W, 3) or (T, H, W, 3)) -> float32 (B, T, C, H / d, W / d)
+    decode(latents (B, T, C, h, w))                       -> uint8 (B, T, h * d, w * d, 3)
+
+with ``C = channels`` and ``d = downsampling``. Latent codecs return *scaled* latents, ``z *
+scaling_factor`` with ``z`` the posterior mean (Rombach et al. 2022, Sec. 3; the factor brings
+latents to roughly unit variance for the diffusion prior), and ``decode`` divides it out first.
+The posterior mean, not a sample, so that encoding is deterministic and latents precomputed
+into the shards (:mod:`cmmd.video.latents`) are the ones training would have made.
+``encode`` returns a tensor on the codec's device; ``decode`` accepts latents on any device.
+
+:meth:`VideoCodec.describe` is what a diffusion checkpoint records about its codec, and
+:meth:`VideoCodec.check_compatible` refuses a codec that differs from that record.
 """
 
 from __future__ import annotations
 
+import hashlib
+import math
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from typing import Any
+
 import numpy as np
 import torch
+from safetensors.torch import save as safetensors_bytes
+from torch import Tensor
+
+from cmmd.errors import CmmdError
+
+VIDEO_CODECS = ("pixel", "cmmd-vae", "sd-vae")
+"""Codec names a spec may start with (:func:`load_video_codec`)."""
 
 
-class PixelCodec:
+def weights_digest(state: Mapping[str, Tensor]) -> str:
+    """First 16 hex digits of the sha256 of a state dict serialised as safetensors (sorted keys)."""
+    tensors = {k: v.detach().to("cpu").contiguous() for k, v in state.items()}
+    return hashlib.sha256(safetensors_bytes(tensors)).hexdigest()[:16]
+
+
+def frames_to_unit(frames: np.ndarray | Tensor) -> Tensor:
+    """uint8 ``(B, T, H, W, 3)`` or ``(T, H, W, 3)`` -> float32 ``(B, T, 3, H, W)`` in [-1, 1] (CPU)."""
+    x = frames if torch.is_tensor(frames) else torch.as_tensor(np.asarray(frames))
+    if x.ndim == 4:
+        x = x[None]
+    if x.ndim != 5 or x.shape[-1] != 3:
+        raise CmmdError(f"video codecs take frames (B, T, H, W, 3) or (T, H, W, 3), got shape {tuple(x.shape)}")
+    if x.dtype != torch.uint8:
+        raise CmmdError(f"video codecs take uint8 frames, got {x.dtype}")
+    return x.permute(0, 1, 4, 2, 3).float().div(127.5).sub(1.0)
+
+
+def unit_to_frames(video: Tensor) -> np.ndarray:
+    """float ``(B, T, 3, H, W)`` in [-1, 1] -> uint8 ``(B, T, H, W, 3)`` (values clipped)."""
+    x = video.detach().float().clamp(-1, 1).add(1).mul(127.5).round()
+    return x.permute(0, 1, 3, 4, 2).to(torch.uint8).cpu().numpy()
+
+
+class VideoCodec(ABC):
+    """Frames <-> diffusion tensors; subclasses implement the per-image transforms.
+
+    Attributes: ``name`` (the spec prefix), ``channels`` ``C``, ``downsampling`` ``d`` (spatial
+    factor), ``scaling_factor`` (multiplies the posterior mean), ``max_batch`` (images per
+    network call, bounding memory), ``spec`` (how it was loaded, e.g. ``"cmmd-vae:run/"``).
+    """
+
+    name: str
+    channels: int
+    downsampling: int
+    scaling_factor: float
+    max_batch: int = 32
+    spec: str = ""
+
+    @property
+    def device(self) -> torch.device:
+        """Where ``encode`` puts its output and the networks run."""
+        return torch.device("cpu")
+
+    def to(self, device: torch.device | str) -> VideoCodec:
+        """Move the codec's networks to ``device``; returns ``self``."""
+        return self
+
+    @property
+    def weights(self) -> str | None:
+        """Digest of the codec's weights (:func:`weights_digest`), None for weight-free codecs."""
+        return None
+
+    @abstractmethod
+    def encode_images(self, images: Tensor) -> Tensor:
+        """``(N, 3, H, W)`` float in [-1, 1] on ``device`` -> unscaled latents ``(N, C, H / d, W / d)``."""
+
+    @abstractmethod
+    def decode_images(self, latents: Tensor) -> Tensor:
+        """Unscaled latents ``(N, C, h, w)`` on ``device`` -> images ``(N, 3, h * d, w * d)`` ~[-1, 1]."""
+
+    def latent_shape(self, height: int, width: int) -> tuple[int, int, int]:
+        """``(C, h, w)`` of one frame of ``height x width``; CmmdError if ``d`` does not divide them."""
+        d = self.downsampling
+        if height % d or width % d:
+            raise CmmdError(f"codec {self.name} downsamples by {d}: frames of {width}x{height} are not a "
+                            f"multiple of {d}; prepare the data with a size divisible by {d}")
+        return self.channels, height // d, width // d
+
+    @torch.no_grad()
+    def encode(self, frames: np.ndarray | Tensor) -> Tensor:
+        """uint8 ``(B, T, H, W, 3)`` (or ``(T, H, W, 3)``) -> float32 ``(B, T, C, H / d, W / d)``
+        on ``device``, scaled by ``scaling_factor``."""
+        x = frames_to_unit(frames)
+        b, t = x.shape[:2]
+        self.latent_shape(*x.shape[-2:])
+        images = x.reshape(b * t, *x.shape[2:])
+        out = [self.encode_images(chunk.to(self.device)).float() * self.scaling_factor
+               for chunk in images.split(self.max_batch)]
+        z = torch.cat(out)
+        return z.reshape(b, t, *z.shape[1:])
+
+    @torch.no_grad()
+    def decode(self, latents: Tensor) -> np.ndarray:
+        """Scaled latents ``(B, T, C, h, w)`` -> uint8 frames ``(B, T, h * d, w * d, 3)``."""
+        if latents.ndim != 5 or latents.shape[2] != self.channels:
+            raise CmmdError(f"codec {self.name} decodes latents (B, T, {self.channels}, h, w), "
+                            f"got shape {tuple(latents.shape)}")
+        b, t = latents.shape[:2]
+        z = latents.detach().float().reshape(b * t, *latents.shape[2:]) / self.scaling_factor
+        out = [self.decode_images(chunk.to(self.device)).float().cpu() for chunk in z.split(self.max_batch)]
+        images = torch.cat(out)
+        return unit_to_frames(images.reshape(b, t, *images.shape[1:]))
+
+    def describe(self) -> dict[str, Any]:
+        """What a diffusion checkpoint records about its codec (JSON-able)."""
+        return {
+            "kind": "video", "name": self.name, "channels": self.channels, "downsampling": self.downsampling,
+            "scaling_factor": float(self.scaling_factor), "weights": self.weights, "spec": self.spec,
+        }
+
+    def check_compatible(self, recorded: Mapping[str, Any] | str) -> None:
+        """Raise CmmdError unless this codec is the one ``recorded`` (a :meth:`describe` dict, or
+        the bare name older checkpoints stored) describes; ``spec`` (the path) may differ."""
+        rec = {"name": recorded} if isinstance(recorded, str) else dict(recorded)
+        if rec.get("name") == "pixel" and "channels" not in rec:
+            rec.update(PixelCodec().describe())
+        mine = self.describe()
+        diffs = []
+        for key in ("name", "channels", "downsampling", "weights"):
+            if key in rec and rec[key] != mine[key]:
+                diffs.append(f"{key} {rec[key]!r} there, {mine[key]!r} here")
+        if "scaling_factor" in rec and not math.isclose(float(rec["scaling_factor"]), mine["scaling_factor"],
+                                                        rel_tol=1e-6):
+            diffs.append(f"scaling_factor {rec['scaling_factor']!r} there, {mine['scaling_factor']!r} here")
+        if diffs:
+            where = f" (it was loaded as {rec['spec']!r})" if rec.get("spec") else ""
+            raise CmmdError(f"video codec mismatch: the model was trained with codec {rec.get('name')!r}{where} "
+                            f"but codec {self.spec or self.name!r} was given: {'; '.join(diffs)}. "
+                            "Load the codec the model was trained with.")
+
+
+class PixelCodec(VideoCodec):
     """Identity codec in pixel space: uint8 frames <-> float tensors in [-1, 1]."""
 
     name = "pixel"
     channels = 3
     downsampling = 1
     scaling_factor = 1.0
+    spec = "pixel"
 
-    def encode(self, frames: np.ndarray | torch.Tensor) -> torch.Tensor:
+    def encode(self, frames: np.ndarray | Tensor) -> Tensor:
         """uint8 ``(B, T, H, W, 3)`` (or ``(T, H, W, 3)``) -> float32 ``(B, T, 3, H, W)`` in [-1, 1]."""
-        x = torch.as_tensor(np.asarray(frames)) if not torch.is_tensor(frames) else frames
-        if x.ndim == 4:
-            x = x[None]
-        return x.permute(0, 1, 4, 2, 3).float().div(127.5).sub(1.0)
+        return frames_to_unit(frames)
 
-    def decode(self, video: torch.Tensor) -> np.ndarray:
+    def decode(self, video: Tensor) -> np.ndarray:
         """float ``(B, T, 3, H, W)`` in [-1, 1] -> uint8 ``(B, T, H, W, 3)`` (values clipped)."""
-        x = video.detach().float().clamp(-1, 1).add(1).mul(127.5).round()
-        return x.permute(0, 1, 3, 4, 2).to(torch.uint8).cpu().numpy()
+        return unit_to_frames(video)
+
+    def encode_images(self, images: Tensor) -> Tensor:
+        """Identity: ``(N, 3, H, W)`` -> ``(N, 3, H, W)``."""
+        return images
+
+    def decode_images(self, latents: Tensor) -> Tensor:
+        """Identity: ``(N, 3, H, W)`` -> ``(N, 3, H, W)``."""
+        return latents
+
+
+def psnr(reference: np.ndarray, test: np.ndarray) -> float:
+    """Peak signal-to-noise ratio in dB of uint8 images, MSE pooled over all pixels (inf if equal)."""
+    mse = float(np.mean((reference.astype(np.float64) - test.astype(np.float64)) ** 2))
+    return math.inf if mse == 0 else 10.0 * math.log10(255.0**2 / mse)
+
+
+def ssim(reference: np.ndarray, test: np.ndarray) -> float:
+    """Mean SSIM (Wang et al. 2004) of uint8 images ``(..., H, W, 3)``: 11x11 Gaussian window with
+    sigma 1.5, ``K1 = 0.01``, ``K2 = 0.03``, per RGB channel over the valid region, averaged."""
+    def planes(a: np.ndarray) -> Tensor:
+        x = torch.from_numpy(np.ascontiguousarray(a, dtype=np.float64))
+        return x.reshape(-1, *x.shape[-3:]).permute(0, 3, 1, 2).reshape(-1, 1, *x.shape[-3:-1])
+
+    x, y = planes(reference), planes(test)
+    g = torch.exp(-((torch.arange(11, dtype=torch.float64) - 5.0) ** 2) / (2 * 1.5**2))
+    g = g / g.sum()
+    window = (g[:, None] * g[None, :])[None, None]
+    if min(x.shape[-2:]) < 11:
+        raise CmmdError(f"SSIM needs images of at least 11x11 pixels, got {tuple(reference.shape)}")
+
+    def blur(t: Tensor) -> Tensor:
+        return torch.nn.functional.conv2d(t, window)
+
+    c1, c2 = (0.01 * 255) ** 2, (0.03 * 255) ** 2
+    mx, my = blur(x), blur(y)
+    vx, vy, cxy = blur(x * x) - mx**2, blur(y * y) - my**2, blur(x * y) - mx * my
+    s = ((2 * mx * my + c1) * (2 * cxy + c2)) / ((mx**2 + my**2 + c1) * (vx + vy + c2))
+    return float(s.mean())
+
+
+def round_trip_quality(codec: VideoCodec, frames: np.ndarray) -> dict[str, float]:
+    """``{"psnr", "ssim"}`` of ``codec.decode(codec.encode(frames))`` against uint8 ``frames (N, H, W, 3)``."""
+    recon = codec.decode(codec.encode(frames[None]))[0]
+    return {"psnr": psnr(frames, recon), "ssim": ssim(frames, recon)}
+
+
+def parse_spec(spec: str) -> tuple[str, str]:
+    """``"name:argument"`` -> ``(name, argument)``; ``"name"`` -> ``(name, "")``."""
+    name, _, arg = spec.partition(":")
+    return name.strip(), arg.strip()
+
+
+def load_video_codec(spec: str, device: torch.device | str = "cpu") -> VideoCodec:
+    """The codec a spec names: ``pixel``, ``cmmd-vae:<checkpoint>`` or ``sd-vae:<local path>``.
+
+    ``<checkpoint>`` is a ``cmmd vae train`` run directory, one of its checkpoint directories or
+    an exported ``.safetensors`` file; ``<local path>`` a diffusers ``AutoencoderKL`` folder or a
+    single safetensors file (see :mod:`cmmd.video.sdvae`). Nothing is downloaded.
+    """
+    name, arg = parse_spec(spec)
+    if name == "pixel":
+        if arg:
+            raise CmmdError(f"codec spec {spec!r}: the pixel codec takes no argument")
+        return PixelCodec()
+    if name not in VIDEO_CODECS:
+        raise CmmdError(f"unknown video codec {name!r} in {spec!r}; choose from pixel, cmmd-vae:<checkpoint>, "
+                        "sd-vae:<local folder or .safetensors>")
+    if not arg:
+        raise CmmdError(f"codec spec {spec!r} needs a path: {name}:<path>")
+    if name == "cmmd-vae":
+        from cmmd.video.vae import CmmdVaeCodec
+
+        return CmmdVaeCodec.load(arg, device)
+    from cmmd.video.sdvae import SdVaeCodec
+
+    return SdVaeCodec.load(arg, device)
+
+
+__all__ = [
+    "VIDEO_CODECS",
+    "PixelCodec",
+    "VideoCodec",
+    "frames_to_unit",
+    "load_video_codec",
+    "parse_spec",
+    "psnr",
+    "round_trip_quality",
+    "ssim",
+    "unit_to_frames",
+    "weights_digest",
+]
