@@ -99,8 +99,10 @@ def test_resume_after_kill_matches_uninterrupted_run(tmp_path: Path, prepared: P
 
 
 def test_refuses_to_overwrite_a_run(tmp_path: Path, prepared: Path) -> None:
-    cfg = load_config(TrainConfig, write_config(tmp_path / "c.yaml", prepared, tmp_path / "run", steps=2))
+    cfg = load_config(TrainConfig, write_config(tmp_path / "c.yaml", prepared, tmp_path / "run", steps=2,
+                                                preview={"every": 2, "steps": 2}))
     train(cfg, progress=False)
+    assert (tmp_path / "run" / "previews" / "step_00000002.png").is_file()
     with pytest.raises(CmmdError, match="--resume"):
         train(cfg, progress=False)
 
