@@ -51,7 +51,11 @@ def weights_digest(state: Mapping[str, Tensor]) -> str:
 
 def frames_to_unit(frames: np.ndarray | Tensor) -> Tensor:
     """uint8 ``(B, T, H, W, 3)`` or ``(T, H, W, 3)`` -> float32 ``(B, T, 3, H, W)`` in [-1, 1] (CPU)."""
-    x = frames if torch.is_tensor(frames) else torch.as_tensor(np.asarray(frames))
+    if torch.is_tensor(frames):
+        x = frames
+    else:
+        array = np.asarray(frames)
+        x = torch.from_numpy(array if array.flags.writeable else array.copy())  # memmaps are read-only
     if x.ndim == 4:
         x = x[None]
     if x.ndim != 5 or x.shape[-1] != 3:
@@ -166,21 +170,15 @@ class VideoCodec(ABC):
 
 
 class PixelCodec(VideoCodec):
-    """Identity codec in pixel space: uint8 frames <-> float tensors in [-1, 1]."""
+    """Identity codec in pixel space: uint8 ``(B, T, H, W, 3)`` <-> float32 ``(B, T, 3, H, W)`` in
+    [-1, 1] (decoding clips to that range)."""
 
     name = "pixel"
     channels = 3
     downsampling = 1
     scaling_factor = 1.0
     spec = "pixel"
-
-    def encode(self, frames: np.ndarray | Tensor) -> Tensor:
-        """uint8 ``(B, T, H, W, 3)`` (or ``(T, H, W, 3)``) -> float32 ``(B, T, 3, H, W)`` in [-1, 1]."""
-        return frames_to_unit(frames)
-
-    def decode(self, video: Tensor) -> np.ndarray:
-        """float ``(B, T, 3, H, W)`` in [-1, 1] -> uint8 ``(B, T, H, W, 3)`` (values clipped)."""
-        return unit_to_frames(video)
+    max_batch = 1 << 30  # no network: one chunk
 
     def encode_images(self, images: Tensor) -> Tensor:
         """Identity: ``(N, 3, H, W)`` -> ``(N, 3, H, W)``."""

@@ -33,7 +33,7 @@ from torch import Tensor
 from tqdm import tqdm
 
 from cmmd.errors import CmmdError
-from cmmd.train.checkpoint import latest_checkpoint, load_training_state, save_checkpoint
+from cmmd.train.checkpoint import latest_checkpoint, load_training_state, read_info, save_checkpoint
 from cmmd.train.ema import make_ema, update_ema
 from cmmd.video.codecs import VideoCodec, frames_to_unit, round_trip_quality
 from cmmd.video.vae import CmmdVaeCodec, KlVae, VaeConfig, kl_divergence
@@ -216,11 +216,11 @@ def train_vae(cfg: VaeTrainConfig, resume: bool = False, progress: bool = True) 
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=(0.5, 0.9))
     step = saved_step = 0
     if existing is not None:
-        info = load_training_state(existing, model, ema, opt)
-        if info.config.get("vae") != asdict(cfg.vae):
-            raise CmmdError(f"{existing}: the run was started with VAE {info.config.get('vae')}, not {asdict(cfg.vae)}; "
+        recorded = read_info(existing).config.get("vae")
+        if recorded != asdict(cfg.vae):
+            raise CmmdError(f"{existing}: the run was started with VAE {recorded}, not {asdict(cfg.vae)}; "
                             "resume with the same architecture flags")
-        step = saved_step = info.step
+        step = saved_step = load_training_state(existing, model, ema, opt).step
     config = asdict(cfg)
     flag = _StopFlag()
     previous = {s: signal.signal(s, flag) for s in (signal.SIGINT, signal.SIGTERM)}
