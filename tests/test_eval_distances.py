@@ -155,3 +155,28 @@ def test_polynomial_mmd_rejects_bad_input() -> None:
         polynomial_mmd(np.zeros((1, 3)), np.zeros((3, 3)))
     with pytest.raises(CmmdError, match="degree"):
         polynomial_mmd(np.zeros((3, 3)), np.zeros((3, 3)), degree=0)
+
+
+@pytest.mark.parametrize("n, d", [(500, 20), (40, 20), (10, 30)])
+def test_eigh_route_equals_sqrtm(n: int, d: int) -> None:
+    """Both ways of taking Tr((S1 S2)^(1/2)) agree, also for rank-deficient covariances."""
+    rng = np.random.default_rng(n + d)
+    a = rng.standard_normal((n, d)) @ rng.standard_normal((d, d))
+    b = rng.standard_normal((n, d)) + 0.3
+    reference = frechet_from_features(a, b, method="sqrtm")
+    assert frechet_from_features(a, b, method="eigh") == pytest.approx(reference, rel=1e-6 if n < d else 1e-9)
+    assert abs(frechet_from_features(a, a, method="eigh")) < 1e-8 * np.trace(np.cov(a, rowvar=False))
+    with pytest.raises(CmmdError, match="method"):
+        frechet_distance(np.zeros(2), np.eye(2), np.zeros(2), np.eye(2), method="svd")  # type: ignore[arg-type]
+
+
+def test_paired_polynomial_mmd_is_zero_for_identical_sets_and_matches_gretton() -> None:
+    rng = np.random.default_rng(11)
+    x, y = rng.standard_normal((7, 3)), rng.standard_normal((7, 3)) + 0.4
+    assert polynomial_mmd(x, x, paired=True) == pytest.approx(0.0, abs=1e-12)
+    k = polynomial_kernel
+    h = sum(k(x[i:i + 1], x[j:j + 1])[0, 0] + k(y[i:i + 1], y[j:j + 1])[0, 0] - k(x[i:i + 1], y[j:j + 1])[0, 0]
+            - k(x[j:j + 1], y[i:i + 1])[0, 0] for i in range(7) for j in range(7) if i != j)
+    assert polynomial_mmd(x, y, paired=True) == pytest.approx(h / 42, rel=1e-12)
+    with pytest.raises(CmmdError, match="equal sizes"):
+        polynomial_mmd(x, y[:5], paired=True)

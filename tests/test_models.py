@@ -71,7 +71,7 @@ def test_odd_spatial_sizes_are_padded_and_cropped(size: tuple[int, int]) -> None
 
 
 def test_short_audio_and_single_frame() -> None:
-    model = make_model(channel_mult=(1, 2, 2), attention_levels=(2,), fusion_levels=(0, 1, 2))
+    model = make_model(channel_mult=(1, 2, 2), attention_levels=(2,), attention_in_middle=False, fusion_levels=(0, 1, 2))
     video, audio, t = make_inputs(2, 1, 3)
     v_out, a_out = model(video, audio, t)
     assert v_out.shape == video.shape and a_out.shape == audio.shape

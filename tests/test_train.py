@@ -163,3 +163,23 @@ def test_ddp_two_cpu_processes_keep_replicas_identical(tmp_path: Path, prepared:
     torch.manual_seed(0)
     init = build_model(load_config(TrainConfig, path)).state_dict()
     assert any(not torch.equal(init[k], r0[k]) for k in r0)
+
+
+def test_mmdiffusion_baseline_trains_and_samples_in_the_same_framework(tmp_path: Path, prepared: Path) -> None:
+    from cmmd.pipeline import Pipeline, SamplingSettings
+    from cmmd.data.synth import render_clip
+
+    model = {"preset": "mmdiffusion-tiny", "overrides": {"base_channels": 8, "num_heads": 1, "head_dim": 8,
+                                                         "norm_groups": 4}}
+    path = write_config(tmp_path / "c.yaml", prepared, tmp_path / "run", steps=2, model=model)
+    with pytest.raises(CmmdError, match="data.audio"):
+        train(load_config(TrainConfig, path), progress=False)
+    cfg = load_config(TrainConfig, path, ["data.audio=wave", "diffusion.schedule=linear",
+                                          "diffusion.loss.prediction=eps"])
+    train(cfg, progress=False)
+    pipe = Pipeline.from_checkpoint(tmp_path / "run")
+    clip = render_clip("impacts", seed=3, duration=0.8, size=16)
+    v2a = pipe.generate("v2a", SamplingSettings(steps=2), frames=clip.frames[None])
+    assert v2a.wave.shape == (1, 12800) and v2a.mel.shape == (1, 80, 50)
+    a2v = pipe.generate("a2v", SamplingSettings(steps=2, method="dpmpp2m"), wave=clip.audio[None])
+    assert a2v.frames.shape == (1, 8, 16, 16, 3)

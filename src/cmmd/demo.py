@@ -71,7 +71,7 @@ def evaluate_sync(pipe: Pipeline, clips_dir: Path, names: list[str], settings: D
     t0 = time.time()
     a2v = pipe.generate("a2v", sampling, wave=waves)
     t_a2v = time.time() - t0
-    gt_mels = pipe.mel_stats.denormalize(pipe.encode_audio(waves)).cpu().numpy()
+    gt_mels = pipe.log_mel(waves).cpu().numpy()
 
     per_clip = []
     for i, (name, meta) in enumerate(zip(names, metas)):

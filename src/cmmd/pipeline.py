@@ -23,9 +23,9 @@ from cmmd.diffusion.guidance import Condition
 from cmmd.diffusion.samplers import sample
 from cmmd.diffusion.schedules import Schedule, make_schedule
 from cmmd.errors import CmmdError
-from cmmd.models import JointUNet, build_unet
 from cmmd.train.checkpoint import load_weights, read_info
 from cmmd.train.config import TrainConfig
+from cmmd.train.loop import build_model
 from cmmd.video.codecs import PixelCodec
 
 Mode = Literal["joint", "v2a", "a2v"]
@@ -58,7 +58,7 @@ class Generated:
 class Pipeline:
     """A loaded model plus everything needed to turn media into its inputs and back."""
 
-    def __init__(self, model: JointUNet, config: TrainConfig, mel_stats: MelStats, fps: float, size: int,
+    def __init__(self, model: torch.nn.Module, config: TrainConfig, mel_stats: MelStats, fps: float, size: int,
                  sample_rate: int, device: torch.device | str = "cpu", step: int = 0, version: str = ""):
         self.model = model.eval().to(device)
         self.config = config
@@ -80,7 +80,7 @@ class Pipeline:
         extra = info.extra
         if extra.get("codec", "pixel") != "pixel":
             raise CmmdError(f"{path}: trained with codec {extra.get('codec')!r}, which this build cannot load")
-        model = build_unet(cfg.model.preset, **cfg.model.overrides)
+        model = build_model(cfg)
         state = load_weights(path, weights)
         missing, unexpected = model.load_state_dict(state, strict=False)
         if missing or unexpected:
@@ -107,14 +107,28 @@ class Pipeline:
             )
         return self.codec.encode(frames).to(self.device)
 
-    def encode_audio(self, wave: np.ndarray) -> torch.Tensor:
-        """float waves (B, S) at the model's sample rate -> normalised log-mels (B, 80, S // HOP)."""
-        mel = log_mel(torch.as_tensor(np.asarray(wave, dtype=np.float32)).to(self.device), self.sample_rate)
-        return self.mel_stats.normalize(mel)
+    @property
+    def audio_is_wave(self) -> bool:
+        """True for models on raw waveforms (the MM-Diffusion baseline), False for log-mels."""
+        return self.config.data.audio == "wave"
 
-    def decode_audio(self, mel_norm: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
-        """normalised mels (B, 80, L) -> (log-mels (B, 80, L), waves (B, L*HOP)) via the vocoder."""
-        mel = self.mel_stats.denormalize(mel_norm.float())
+    def log_mel(self, wave: np.ndarray) -> torch.Tensor:
+        """Un-normalised log-mels (B, 80, S // HOP) of float waves (B, S)."""
+        return log_mel(torch.as_tensor(np.asarray(wave, dtype=np.float32)).to(self.device), self.sample_rate)
+
+    def encode_audio(self, wave: np.ndarray) -> torch.Tensor:
+        """float waves (B, S) -> the model's audio: normalised log-mels (B, 80, S // HOP), or the
+        waves themselves (B, 1, S) for waveform models."""
+        if self.audio_is_wave:
+            return torch.as_tensor(np.asarray(wave, dtype=np.float32)).to(self.device)[:, None]
+        return self.mel_stats.normalize(self.log_mel(wave))
+
+    def decode_audio(self, audio: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+        """The model's audio -> (log-mels (B, 80, L), waves (B, S)); mels go through the vocoder."""
+        if self.audio_is_wave:
+            wave = audio[:, 0].float().clamp(-1, 1).cpu().numpy()
+            return self.log_mel(wave).cpu().numpy(), wave
+        mel = self.mel_stats.denormalize(audio.float())
         wave = self.vocoder(mel.cpu())
         return mel.cpu().numpy(), np.asarray(wave)
 
@@ -142,13 +156,15 @@ class Pipeline:
             wave = np.atleast_2d(wave)
             audio0 = self.encode_audio(wave)
             batch = audio0.shape[0]
-            num_frames = int(round(wave.shape[1] * self.fps / self.sample_rate))
+            num_frames = int(wave.shape[1] * self.fps // self.sample_rate)
         elif num_frames is None:
             num_frames = self.config.data.clip_frames
         assert num_frames is not None
         video_shape = (batch, num_frames, self.codec.channels, self.size, self.size)
-        audio_shape = (batch, self.mel_stats.mean.numel() if torch.is_tensor(self.mel_stats.mean)
-                       else len(self.mel_stats.mean), self.audio_frames_for(num_frames))
+        if self.audio_is_wave:
+            audio_shape = (batch, 1, int(round(num_frames * self.sample_rate / self.fps)))
+        else:
+            audio_shape = (batch, self.mel_stats.mean.numel(), self.audio_frames_for(num_frames))
         if audio0 is not None and audio0.shape[-1] != audio_shape[-1]:
             audio0 = audio0[..., : audio_shape[-1]]
         known_level = settings.known_level

@@ -115,7 +115,7 @@ def run(args: argparse.Namespace) -> int:
                     overwrite=args.overwrite)
         panels = [("generated", gen.mel[0])]
         if args.mode == "a2v":
-            panels.insert(0, ("condition", pipe.mel_stats.denormalize(pipe.encode_audio(wave[None]))[0].cpu().numpy()))
+            panels.insert(0, ("condition", pipe.log_mel(wave[None])[0].cpu().numpy()))
         save_spectrograms(panels, args.out / f"{name}_spec.png", mel_rate)
         (args.out / f"{name}.json").write_text(json.dumps(info, indent=1))
         print(f"cmmd generate: wrote {out}")

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 
@@ -57,19 +58,45 @@ class EmbeddingStats:
         return cls(mu, cov, frames.shape[0])
 
 
+class PooledFrames:
+    """The frames of a set of clips, concatenated once, for the statistics of any multiset of
+    those clips (a bootstrap resample) without re-concatenating: ``O(frames * D^2)`` each."""
+
+    def __init__(self, embeddings: Sequence[np.ndarray]) -> None:
+        stats = EmbeddingStats.from_frames(embeddings)  # validates sizes and the frame count
+        self.frames = np.concatenate([np.asarray(e, dtype=np.float64) for e in embeddings])
+        self.clip = np.repeat(np.arange(len(embeddings)), [e.shape[0] for e in embeddings])
+        self.all = stats
+
+    def stats(self, clips: np.ndarray) -> EmbeddingStats:
+        """Mean and covariance of the frames of ``clips`` (indices, repeats allowed)."""
+        counts = np.bincount(np.asarray(clips, dtype=np.int64), minlength=int(self.clip.max()) + 1)
+        weights = counts[self.clip].astype(np.float64)
+        total = float(weights.sum())
+        if total < 2:
+            raise CmmdError(f"FAD: {total:g} frame(s) in the resample; a covariance needs at least 2")
+        mu = weights @ self.frames / total
+        centred = self.frames - mu
+        cov = (centred * weights[:, None]).T @ centred / (total - 1.0)
+        return EmbeddingStats(mu, cov, int(total))
+
+
 def embed_clips(embedder: AudioEmbedder, waves: Sequence[np.ndarray]) -> list[np.ndarray]:
     """``embedder.embed`` of each waveform ``(S_i,)`` (at ``embedder.sample_rate``): ``(frames_i, D)``."""
     return [embedder.embed(w) for w in waves]
 
 
-def fad_set(generated: Sequence[np.ndarray], reference: EmbeddingStats | Sequence[np.ndarray]) -> float:
-    """FAD of a generated set (frame embeddings per clip) against the reference set."""
+def fad_set(generated: Sequence[np.ndarray], reference: EmbeddingStats | Sequence[np.ndarray],
+            method: Literal["sqrtm", "eigh"] = "sqrtm") -> float:
+    """FAD of a generated set (frame embeddings per clip) against the reference set
+    (``method``: :func:`cmmd.eval.distances.frechet_distance`)."""
     ref = reference if isinstance(reference, EmbeddingStats) else EmbeddingStats.from_frames(reference)
     gen = EmbeddingStats.from_frames(generated)
-    return frechet_distance(gen.mu, gen.cov, ref.mu, ref.cov)
+    return frechet_distance(gen.mu, gen.cov, ref.mu, ref.cov, method=method)
 
 
-def fad_per_sample(generated: Sequence[np.ndarray], reference: EmbeddingStats | Sequence[np.ndarray]) -> np.ndarray:
+def fad_per_sample(generated: Sequence[np.ndarray], reference: EmbeddingStats | Sequence[np.ndarray],
+                   method: Literal["sqrtm", "eigh"] = "sqrtm") -> np.ndarray:
     """Per-sample FAD ``(N,)``: each clip's frames ``(frames_i, D)`` against the reference set
     statistics; NaN for a clip with fewer than 2 frames."""
     ref = reference if isinstance(reference, EmbeddingStats) else EmbeddingStats.from_frames(reference)
@@ -80,5 +107,5 @@ def fad_per_sample(generated: Sequence[np.ndarray], reference: EmbeddingStats | 
             raise CmmdError(f"FAD: clip {i} has embeddings of shape {e.shape}, expected (frames, {ref.mu.shape[0]})")
         if e.shape[0] >= 2:
             mu, cov = feature_stats(e)
-            out[i] = frechet_distance(mu, cov, ref.mu, ref.cov)
+            out[i] = frechet_distance(mu, cov, ref.mu, ref.cov, method=method)
     return out

@@ -11,16 +11,20 @@ from cmmd.diffusion.losses import DiffusionLossConfig
 
 @dataclass
 class DataSection:
-    """Where the prepared shards are (``cmmd prepare`` output) and how clips are cut."""
+    """Where the prepared shards are (``cmmd prepare`` output), how clips are cut, and the audio
+    representation the model sees: normalised log-mels (CMMD) or the raw waveform (B, 1, S)
+    (the MM-Diffusion baseline)."""
 
     root: str = ""
     clip_frames: int = 18
     num_workers: int = 2
+    audio: Literal["mel", "wave"] = "mel"
 
 
 @dataclass
 class ModelSection:
-    """A named preset from :mod:`cmmd.models.presets` plus field overrides of its UNetConfig."""
+    """A named preset plus field overrides of its config: CMMD's :mod:`cmmd.models.presets`, or
+    the MM-Diffusion baseline's ``mmdiffusion-*`` presets (:mod:`cmmd.models.mmdiffusion`)."""
 
     preset: str = "tiny"
     overrides: dict[str, Any] = field(default_factory=dict)

@@ -27,7 +27,7 @@ from cmmd.data.negatives import make_negatives
 from cmmd.diffusion.losses import training_loss
 from cmmd.diffusion.schedules import make_schedule
 from cmmd.errors import CmmdError
-from cmmd.models import JointUNet, UNetConfig, build_unet
+from cmmd.models import UNetConfig, build_unet
 from cmmd.train import distributed as D
 from cmmd.train.checkpoint import latest_checkpoint, load_training_state, save_checkpoint
 from cmmd.train.config import TrainConfig
@@ -114,9 +114,21 @@ def _ignore_stop_signals(_worker_id: int) -> None:
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
-def build_model(cfg: TrainConfig) -> JointUNet:
+def build_model(cfg: TrainConfig) -> torch.nn.Module:
     """The network of a run from its preset name and overrides (strictly validated)."""
+    if cfg.model.preset.startswith("mmdiffusion"):
+        from cmmd.models.mmdiffusion import build_mmdiffusion
+
+        return build_mmdiffusion(cfg.model.preset, **cfg.model.overrides)
     return build_unet(cfg.model.preset, **cfg.model.overrides)
+
+
+def audio_input(batch: dict[str, torch.Tensor], cfg: TrainConfig, mel_stats: MelStats,
+                device: torch.device) -> torch.Tensor:
+    """The model's audio tensor for a batch: normalised log-mels (B, 80, L) or waves (B, 1, S)."""
+    if cfg.data.audio == "wave":
+        return batch["wave"].to(device, non_blocking=True)[:, None]
+    return mel_stats.normalize(batch["mel"].to(device, non_blocking=True))
 
 
 def _autocast(cfg: TrainConfig, device: torch.device):
@@ -143,6 +155,12 @@ def check_config(cfg: TrainConfig, world_size: int) -> tuple[Path, MelStats]:
     if cfg.steps <= 0:
         raise CmmdError("steps: must be positive")
     build_model(cfg)  # validates model.preset and model.overrides, naming a bad key
+    wants_wave = cfg.model.preset.startswith("mmdiffusion")
+    if wants_wave != (cfg.data.audio == "wave"):
+        raise CmmdError(
+            f"data.audio: model {cfg.model.preset!r} takes {'waveforms' if wants_wave else 'log-mels'}; "
+            f"set data.audio={'wave' if wants_wave else 'mel'}"
+        )
     return root, MelStats.load(stats_file)
 
 
@@ -196,7 +214,7 @@ def _train(cfg: TrainConfig, resume: bool, progress: bool, info: D.DistInfo) -> 
     config_dict = to_dict(cfg)
     extra: dict[str, Any] = {"mel_stats": {"mean": mel_stats.mean.tolist(), "std": mel_stats.std.tolist()}}
     clips = ClipDataset(root, clip_frames=cfg.data.clip_frames, seed=cfg.seed)
-    extra.update(fps=clips.fps, size=clips.size, sample_rate=clips.sample_rate, codec="pixel")
+    extra.update(fps=clips.fps, size=clips.size, sample_rate=clips.sample_rate, codec="pixel", audio=cfg.data.audio)
     if info.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
         save_config(cfg, run_dir / "config.yaml")
@@ -234,7 +252,7 @@ def _train(cfg: TrainConfig, resume: bool, progress: bool, info: D.DistInfo) -> 
             for m in range(cfg.grad_accum):
                 batch = next(batches)
                 video = batch["video"].to(info.device, non_blocking=True)
-                audio = mel_stats.normalize(batch["mel"].to(info.device, non_blocking=True))
+                audio = audio_input(batch, cfg, mel_stats, info.device)
                 gen = torch.Generator(device=info.device).manual_seed(step_seed(cfg.seed, step, info.rank, 2 + m))
                 negatives = None
                 if cfg.diffusion.loss.contrastive != "none":
