@@ -295,7 +295,7 @@ def report(results: list[tuple[Pair, dict[str, dict[str, Any]]]], args: argparse
                 "",
                 f"MM-Diffusion AIST++ configuration, batch 1: {m['train']['wall']:.1f} s per training step "
                 f"(CPU {m['train']['cpu']:.1f} s), {m['forward']['wall']:.1f} s per forward pass "
-                f"(CPU {m['forward']['cpu']:.1f} s) on {torch.get_num_threads()} threads; official code on "
+                f"(CPU {m['forward']['cpu']:.1f} s) with {torch.get_num_threads()} torch thread(s); official code on "
                 f"2 idle cores: {REFERENCE_TRAIN_S:.0f} s and {REFERENCE_FORWARD_S:.1f} s.",
             ]
     return "\n".join(lines)
@@ -309,9 +309,10 @@ def machine() -> str:
             model = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), model)
     except OSError:
         pass
+    threads = torch.get_num_threads()
     return (
-        f"{model}, {os.cpu_count()} logical cores, torch {torch.__version__} on {torch.get_num_threads()} "
-        f"threads, Python {platform.python_version()}, {platform.system()} {platform.release()}"
+        f"{model}, {os.cpu_count()} logical cores, torch {torch.__version__} on {threads} "
+        f"thread{'s' if threads > 1 else ''}, Python {platform.python_version()}, {platform.system()} {platform.release()}"
     )
 
 
