@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import re
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +19,16 @@ from cmmd.video.codecs import PixelCodec, VideoCodec, load_video_codec, psnr, ro
 from cmmd.video.latents import CODEC_FILE, encode_prepared_dataset, load_latent_clip, read_codec_record
 from cmmd.video.vae import CmmdVaeCodec, KlVae, VaeConfig
 from cmmd.video.vae_train import VaeTrainConfig, train_vae
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread() -> Iterator[None]:
+    """The models here are tiny: intra-op threads only add barrier waits (seconds per step on a
+    busy shared CPU), so the module runs single-threaded."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
 
 TINY_VAE = VaeConfig(downsampling=4, base_channels=8, norm_groups=4)
 

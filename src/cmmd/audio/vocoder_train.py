@@ -275,11 +275,12 @@ def gan_step(gan: GanVocoder, opt_g: torch.optim.Optimizer, opt_d: torch.optim.O
              mel: MelConfig) -> dict[str, float]:
     """One discriminator then one generator update on segments ``wave (B, S)`` (module docstring).
 
-    Returns the scalars: ``d`` (L_D), ``g`` (L_G), ``adv``, ``fm``, ``mel`` (L1 in nats).
+    Returns the scalars: ``d`` (L_D), ``g`` (L_G), ``adv``, ``fm``, ``mel`` (L1 in nats). ``S`` is
+    cut to whole mel frames, the length the generator returns.
     """
+    wave = wave[:, : wave.shape[-1] // mel.hop * mel.hop]
     target = mel.log_mel(wave)
     fake = gan.generator(target)
-    fake = fake[:, : wave.shape[-1]]
 
     opt_d.zero_grad(set_to_none=True)
     loss_d = discriminator_loss(gan.mpd(wave)[0], gan.mpd(fake.detach())[0]) \
@@ -307,7 +308,7 @@ def validation_mel_l1(generator: nn.Module, segments: Tensor, mel: MelConfig) ->
     """Mean log-mel L1 (nats) between ``segments (n, S)`` and their resynthesis."""
     generator.eval()
     target = mel.log_mel(segments)
-    out = float((mel.log_mel(generator(target)[:, : segments.shape[-1]]) - target).abs().mean())
+    out = float((mel.log_mel(generator(target)) - target).abs().mean())
     generator.train()
     return out
 
@@ -419,13 +420,13 @@ def train_vocoder(cfg: VocoderTrainConfig, resume: bool = False, progress: bool 
     opt_g, opt_d = make_optimizers(gan, cfg)
     step = saved_step = 0
     if existing is not None:
-        info = load_vocoder_checkpoint(existing, gan, opt_g, opt_d)
-        recorded = {k: info["config"].get(k) for k in ("generator", "mel", "melgan", "disc_width", "periods")}
+        config = json.loads((existing / "state.json").read_text())["config"]
+        recorded = {k: config.get(k) for k in ("generator", "mel", "melgan", "disc_width", "periods")}
         wanted = {k: v for k, v in asdict(cfg).items() if k in recorded}
         if json.loads(json.dumps(wanted)) != recorded:
             raise CmmdError(f"{existing}: the run was started with {recorded}, not {wanted}; resume with the same "
                             "architecture and mel flags")
-        step = saved_step = int(info["step"])
+        step = saved_step = int(load_vocoder_checkpoint(existing, gan, opt_g, opt_d)["step"])
     segments = pool.validation(cfg.segment_samples).to(device)
     flag = _StopFlag()
     previous = {s: signal.signal(s, flag) for s in (signal.SIGINT, signal.SIGTERM)}
