@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import multiprocessing as mp
+import os
 import resource
 import statistics
 import time
@@ -38,8 +39,12 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def _timed(fn: Callable[[], object], device: torch.device, repeats: int, warmup: int = 1) -> float:
-    """Median wall time of ``fn`` in seconds, after ``warmup`` untimed calls."""
+def _timed(fn: Callable[[], object], device: torch.device, repeats: int, warmup: int = 1) -> tuple[float, float]:
+    """(median, best) wall time of ``fn`` in seconds, after ``warmup`` untimed calls.
+
+    On a CPU shared with other jobs the best of several runs is the estimate of the
+    uncontended time; the median says how noisy the machine was.
+    """
     for _ in range(warmup):
         fn()
     _sync(device)
@@ -49,7 +54,7 @@ def _timed(fn: Callable[[], object], device: torch.device, repeats: int, warmup:
         fn()
         _sync(device)
         times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    return statistics.median(times), min(times)
 
 
 def _inputs(name: str, batch: int, frames: int, length: int, device: torch.device) -> tuple[torch.Tensor, ...]:
@@ -94,7 +99,7 @@ def _sampling_times(model: torch.nn.Module, name: str, args: argparse.Namespace,
                 sample(denoiser, schedule, tuple(video.shape), tuple(audio.shape), method=method, steps=steps,
                        generator=torch.Generator(device).manual_seed(0), device=device,
                        autocast=device.type == "cuda")
-            out[label] = _timed(run, device, repeats=1) / batch
+            out[label] = _timed(run, device, repeats=1, warmup=0)[1] / batch
     else:
         out["sampling"] = "raw forward passes (cmmd.diffusion.samplers not found)"
         for label, steps in (("ddim50", 50), ("dpmpp20", 20)):
@@ -102,7 +107,7 @@ def _sampling_times(model: torch.nn.Module, name: str, args: argparse.Namespace,
                 with torch.no_grad():
                     for _ in range(steps):
                         model(video, audio, t)
-            out[label] = _timed(run, device, repeats=1) / batch
+            out[label] = _timed(run, device, repeats=1, warmup=0)[1] / batch
     model.train()
     return out
 
@@ -127,16 +132,17 @@ def measure_preset(name: str, args: argparse.Namespace) -> dict[str, Any]:
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     step = _train_step(model, video, audio, t, autocast=False)
-    seconds = _timed(step, device, args.repeats)
+    median, seconds = _timed(step, device, args.repeats)
     res["train_s_per_clip"] = seconds / args.batch_size
+    res["train_median_s_per_clip"] = median / args.batch_size
     res["train_tflops"] = flops / seconds / 1e12
     if device.type == "cuda":
         res["peak_mem_mb"] = torch.cuda.max_memory_allocated(device) / 2**20
-        bf16 = _timed(_train_step(model, video, audio, t, autocast=True), device, args.repeats)
+        bf16 = _timed(_train_step(model, video, audio, t, autocast=True), device, args.repeats)[1]
         res["bf16_s_per_clip"] = bf16 / args.batch_size
         res["bf16_tflops"] = flops / bf16 / 1e12
         compiled = torch.compile(model)
-        comp = _timed(_train_step(compiled, video, audio, t, autocast=True), device, args.repeats, warmup=3)
+        comp = _timed(_train_step(compiled, video, audio, t, autocast=True), device, args.repeats, warmup=3)[1]
         res["compile_bf16_s_per_clip"] = comp / args.batch_size
         res["compile_bf16_tflops"] = flops / comp / 1e12
     else:
@@ -155,7 +161,8 @@ def _report(res: dict[str, Any], args: argparse.Namespace) -> None:
         f"clip = {args.frames}x{channels}x{size}x{size} video + 80x{args.length} mel, "
         f"{res['gflop_per_clip']:.1f} GFLOP per clip fwd+bwd",
         f"   train fwd+bwd fp32 : {res['train_s_per_clip'] * 1e3:8.1f} ms/clip  (batch {args.batch_size}: "
-        f"{res['train_s_per_clip'] * args.batch_size:.3f} s/step, {res['train_tflops']:.3f} TFLOP/s)",
+        f"{res['train_s_per_clip'] * args.batch_size:.3f} s/step best, "
+        f"{res['train_median_s_per_clip'] * args.batch_size:.3f} median; {res['train_tflops']:.3f} TFLOP/s)",
         f"   peak memory        : {res['peak_mem_mb']:8.0f} MiB "
         + ("(torch.cuda.max_memory_allocated)" if "bf16_s_per_clip" in res else "(ru_maxrss increase)"),
     ]
@@ -189,7 +196,11 @@ def main() -> None:
     presets = args.presets or [
         p for p in ("tiny", "small", "paper") if p != "paper" or args.all or args.device.startswith("cuda")
     ]
-    print(f"torch {torch.__version__}, threads {args.threads or torch.get_num_threads()}, device {args.device}")
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    print(
+        f"torch {torch.__version__}, threads {args.threads or torch.get_num_threads()}, device {args.device}, "
+        f"load average {load:.1f} (times are best of {args.repeats}; sampling: one run)"
+    )
     ctx = mp.get_context("spawn")
     for name in presets:
         with ctx.Pool(1) as pool:
