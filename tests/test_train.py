@@ -183,3 +183,30 @@ def test_mmdiffusion_baseline_trains_and_samples_in_the_same_framework(tmp_path:
     assert v2a.wave.shape == (1, 12800) and v2a.mel.shape == (1, 80, 50)
     a2v = pipe.generate("a2v", SamplingSettings(steps=2, method="dpmpp2m"), wave=clip.audio[None])
     assert a2v.frames.shape == (1, 8, 16, 16, 3)
+
+
+def test_training_learns_held_out_denoising(tmp_path: Path, prepared: Path) -> None:
+    """End to end: 60 micro steps cut the denoising loss on held-out clips below the untrained model's."""
+    from cmmd.audio.mel import MelStats, log_mel
+    from cmmd.data.synth import render_clip
+    from cmmd.diffusion.losses import DiffusionLossConfig, joint_diffusion_loss
+    from cmmd.diffusion.schedules import make_schedule
+
+    path = write_config(tmp_path / "c.yaml", prepared, tmp_path / "run", steps=60,
+                        optim={"warmup_steps": 5, "lr": 3e-3}, ema_decay=0.9)
+    cfg = load_config(TrainConfig, path)
+    trained = train(cfg, progress=False).ema
+    torch.manual_seed(cfg.seed)
+    untrained = build_model(cfg).eval()
+    stats = MelStats.load(prepared / "mel_stats.json")
+    clips = [render_clip("impacts", seed=100 + i, duration=0.8, size=16) for i in range(8)]  # held out
+    video = torch.stack([torch.from_numpy(c.frames).permute(0, 3, 1, 2).float() / 127.5 - 1 for c in clips])
+    audio = stats.normalize(log_mel(torch.stack([torch.from_numpy(c.audio) for c in clips])))
+    g = torch.Generator().manual_seed(0)
+    t = torch.randint(0, 1000, (8,), generator=g)
+    nv, na = torch.randn(video.shape, generator=g), torch.randn(audio.shape, generator=g)
+    schedule = make_schedule("cosine", 1000)
+    with torch.no_grad():
+        after = joint_diffusion_loss(trained, video, audio, t, nv, na, schedule, DiffusionLossConfig())[0].mean()
+        before = joint_diffusion_loss(untrained, video, audio, t, nv, na, schedule, DiffusionLossConfig())[0].mean()
+    assert after < 0.9 * before, (float(before), float(after))  # measured: 1.74 -> 1.43
