@@ -20,6 +20,7 @@ from cmmd.video.latents import CODEC_FILE, encode_prepared_dataset, load_latent_
 from cmmd.video.vae import CmmdVaeCodec, KlVae, VaeConfig
 from cmmd.video.vae_train import VaeTrainConfig, train_vae
 
+
 @pytest.fixture(autouse=True, scope="module")
 def one_thread() -> Iterator[None]:
     """The models here are tiny: intra-op threads only add barrier waits (seconds per step on a

@@ -40,6 +40,7 @@ from cmmd.audio.vocoders import (
 from cmmd.cli import main
 from cmmd.errors import CmmdError
 
+
 @pytest.fixture(autouse=True, scope="module")
 def one_thread() -> Iterator[None]:
     """The models here are tiny: intra-op threads only add barrier waits (seconds per step on a

@@ -141,7 +141,7 @@ class MultiScaleDiscriminator(nn.Module):
 
 def discriminator_loss(real: Scores, fake: Scores) -> Tensor:
     """LSGAN ``sum_k E[(D_k(x) - 1)^2] + E[D_k(G(s))^2]`` (HiFi-GAN Eq. 1)."""
-    return sum(((1 - r) ** 2).mean() + (f**2).mean() for r, f in zip(real, fake))
+    return sum(((1 - r) ** 2).mean() + (f**2).mean() for r, f in zip(real, fake, strict=True))
 
 
 def generator_adversarial_loss(fake: Scores) -> Tensor:
@@ -151,7 +151,8 @@ def generator_adversarial_loss(fake: Scores) -> Tensor:
 
 def feature_matching_loss(real: Features, fake: Features) -> Tensor:
     """``sum_k sum_i mean |D_k^i(x) - D_k^i(G(s))|`` over layers (HiFi-GAN Eq. 3), unweighted."""
-    return sum((r.detach() - f).abs().mean() for rk, fk in zip(real, fake) for r, f in zip(rk, fk))
+    return sum((r.detach() - f).abs().mean() for rk, fk in zip(real, fake, strict=True)
+               for r, f in zip(rk, fk, strict=True))
 
 
 __all__ = [

@@ -81,7 +81,7 @@ class ResBlock1(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         """``(B, C, T) -> (B, C, T)``."""
-        for c1, c2 in zip(self.convs1, self.convs2):
+        for c1, c2 in zip(self.convs1, self.convs2, strict=True):
             x = x + c2(F.leaky_relu(c1(F.leaky_relu(x, LRELU_SLOPE)), LRELU_SLOPE))
         return x
 
@@ -96,11 +96,11 @@ class HifiGanGenerator(nn.Module):
         self.conv_pre = weight_norm(nn.Conv1d(cfg.n_mels, c, 7, padding=3))
         self.ups = nn.ModuleList()
         self.resblocks = nn.ModuleList()
-        for i, (r, k) in enumerate(zip(cfg.upsample_rates, cfg.upsample_kernel_sizes)):
+        for i, (r, k) in enumerate(zip(cfg.upsample_rates, cfg.upsample_kernel_sizes, strict=True)):
             c_out = cfg.upsample_initial_channel // 2 ** (i + 1)
             self.ups.append(weight_norm(nn.ConvTranspose1d(c_out * 2, c_out, k, r, padding=(k - r) // 2)))
             self.resblocks.extend(ResBlock1(c_out, kr, d) for kr, d in
-                                  zip(cfg.resblock_kernel_sizes, cfg.resblock_dilation_sizes))
+                                  zip(cfg.resblock_kernel_sizes, cfg.resblock_dilation_sizes, strict=True))
         self.conv_post = weight_norm(nn.Conv1d(c_out, 1, 7, padding=3))
 
     @property

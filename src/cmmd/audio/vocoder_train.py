@@ -87,7 +87,7 @@ class VocoderTrainConfig:
     init: Literal["none", "hifigan-universal"] = "none"
     mel: Literal["cmmd", "hifigan"] = "cmmd"
     melgan: MelGanConfig = field(default_factory=MelGanConfig)
-    disc_width: float = 0.25
+    disc_width: float = 0.125
     periods: tuple[int, ...] = PERIODS
     steps: int = 2000
     segment_seconds: float = 4.0
@@ -356,8 +356,8 @@ def save_vocoder_checkpoint(run_dir: Path, step: int, gan: GanVocoder, opt_g: to
             "extra": {"generator": generator_spec(gan.generator), "mel": cfg.mel_config.describe(), **extra}}
     meta = {"format": "cmmd", "kind": "vocoder", "cmmd": json.dumps(info)}
     save_file(_cpu(gan.generator), str(tmp / GENERATOR_FILE), metadata=meta)
-    save_file({**{f"mpd.{k}": v for k, v in _cpu(gan.mpd).items()}, **{f"msd.{k}": v for k, v in _cpu(gan.msd).items()}},
-              str(tmp / "discriminators.safetensors"), metadata={**meta, "kind": "discriminators"})
+    discriminators = {f"{name}.{k}": v for name in ("mpd", "msd") for k, v in _cpu(getattr(gan, name)).items()}
+    save_file(discriminators, str(tmp / "discriminators.safetensors"), metadata={**meta, "kind": "discriminators"})
     g_tensors, g_rest = _optimizer_tensors(opt_g, "g")
     d_tensors, d_rest = _optimizer_tensors(opt_d, "d")
     save_file({**g_tensors, **d_tensors}, str(tmp / "optimizer.safetensors"),

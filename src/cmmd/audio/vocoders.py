@@ -398,16 +398,17 @@ def multi_resolution_stft_distance(
         raise CmmdError(f"STFT distance needs equal shapes, got {tuple(reference.shape)} and {tuple(test.shape)}")
     total = 0.0
     for n_fft, hop in resolutions:
-        window = torch.hann_window(n_fft, dtype=torch.float64)
-
-        def mag(x: Tensor) -> Tensor:
-            spec = torch.stft(x.double().reshape(-1, x.shape[-1]), n_fft, hop, window=window, return_complex=True)
-            return spec.abs().clamp(min=1e-7)
-
-        r, t = mag(reference), mag(test)
+        r, t = _stft_magnitude(reference, n_fft, hop), _stft_magnitude(test, n_fft, hop)
         convergence = torch.linalg.norm(r - t) / torch.linalg.norm(r)
         total += float(convergence + (r.log() - t.log()).abs().mean())
     return total / len(resolutions)
+
+
+def _stft_magnitude(wave: Tensor, n_fft: int, hop: int) -> Tensor:
+    """``|STFT|`` (floored at 1e-7) of ``wave (S,) or (B, S)`` in float64, Hann window of ``n_fft``."""
+    window = torch.hann_window(n_fft, dtype=torch.float64)
+    spec = torch.stft(wave.double().reshape(-1, wave.shape[-1]), n_fft, hop, window=window, return_complex=True)
+    return spec.abs().clamp(min=1e-7)
 
 
 def log_mel_l1(reference: Tensor, test: Tensor, mel: MelConfig = CMMD_MEL) -> float:

@@ -94,9 +94,8 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _test(args: argparse.Namespace) -> int:
-    import torch
-
     import numpy as np
+    import torch
     from scipy.io import wavfile
 
     from cmmd.audio.vocoders import load_vocoder, log_mel_l1, multi_resolution_stft_distance

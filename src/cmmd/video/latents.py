@@ -51,7 +51,8 @@ def read_codec_record(root: str | Path) -> dict[str, Any] | None:
     try:
         record = json.loads(path.read_text())
     except (OSError, ValueError) as exc:
-        raise CmmdError(f"{path} is unreadable ({exc}); delete it and every items/*/{LATENTS_FILE} to re-encode") from None
+        raise CmmdError(f"{path} is unreadable ({exc}); delete it and every items/*/{LATENTS_FILE} "
+                        "to re-encode") from None
     if not isinstance(record, dict) or "name" not in record:
         raise CmmdError(f"{path} is not a codec description (no 'name')")
     return record

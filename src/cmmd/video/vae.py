@@ -212,7 +212,8 @@ class CmmdVaeCodec(VideoCodec):
         """From a ``cmmd vae train`` run dir, checkpoint dir or exported ``.safetensors`` file (EMA weights)."""
         path = Path(path).expanduser()
         if not path.exists():
-            raise CmmdError(f"cmmd-vae checkpoint {path} does not exist; train one with `cmmd vae train DATA --out RUN`")
+            raise CmmdError(f"cmmd-vae checkpoint {path} does not exist; train one with "
+                            "`cmmd vae train DATA --out RUN`")
         info = read_info(path)
         extra = info.extra
         if extra.get("codec", {}).get("name") != cls.name or "vae" not in extra:

@@ -163,7 +163,8 @@ def sobel(images: Tensor) -> Tensor:
     return F.conv2d(images, kernel, groups=c)
 
 
-def vae_loss(model: KlVae, x: Tensor, cfg: VaeTrainConfig, generator: torch.Generator) -> tuple[Tensor, dict[str, float]]:
+def vae_loss(model: KlVae, x: Tensor, cfg: VaeTrainConfig,
+             generator: torch.Generator) -> tuple[Tensor, dict[str, float]]:
     """The objective of the module docstring on images ``x (N, 3, H, W)`` in [-1, 1]; returns ``(loss, logs)``."""
     recon, mu, logvar = model(x, generator)
     l1 = (recon - x).abs().mean()
@@ -184,7 +185,9 @@ def latent_scaling_factor(model: KlVae, frames: np.ndarray, device: torch.device
     return 1.0 / std
 
 
-def _evaluate(ema: KlVae, pool: FramePool, cfg: VaeTrainConfig, device: torch.device) -> tuple[CmmdVaeCodec, dict[str, float]]:
+def _evaluate(ema: KlVae, pool: FramePool, cfg: VaeTrainConfig,
+              device: torch.device) -> tuple[CmmdVaeCodec, dict[str, float]]:
+    """The EMA model as a codec (scaling factor from training frames) and its held-out PSNR/SSIM."""
     scale = latent_scaling_factor(ema, pool.spread_train_frames(256), device)
     codec = CmmdVaeCodec(ema, scale, spec=f"cmmd-vae:{cfg.out_dir}")
     return codec, round_trip_quality(codec, pool.held_out_frames(cfg.eval_frames))
