@@ -37,6 +37,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from cmmd.errors import CmmdError
+from cmmd.eval.features import module_fingerprint
 from cmmd.weights import CREPE_CAPACITIES, crepe_weights_path
 
 CREPE_SAMPLE_RATE = 16_000
@@ -127,11 +128,13 @@ class CrepeEmbedder:
         self.hop_samples = max(1, round(hop * CREPE_SAMPLE_RATE))
         self.batch_size = batch_size
         self.model = model if model is not None else load_crepe(capacity, crepe_weights_path(capacity, cache))
+        self.weights = module_fingerprint(self.model)
 
     @property
     def settings(self) -> Mapping[str, object]:
-        """Window, hop and input rate."""
-        return {"window": CREPE_WINDOW, "hop_samples": self.hop_samples, "sample_rate": self.sample_rate}
+        """Window, hop, input rate and the weights' fingerprint."""
+        return {"window": CREPE_WINDOW, "hop_samples": self.hop_samples, "sample_rate": self.sample_rate,
+                "weights": self.weights}
 
     def frames(self, wave: np.ndarray) -> torch.Tensor:
         """Centred 1024-sample windows of ``wave (S,)``, each zero-mean / unit-std: ``(1 + S // hop, 1024)``.
@@ -148,10 +151,20 @@ class CrepeEmbedder:
 
     @torch.inference_mode()
     def embed(self, wave: np.ndarray) -> np.ndarray:
-        """``wave (S,)`` at 16 kHz -> ``(1 + S // hop, D)`` float32."""
+        """``wave (S,)`` at 16 kHz -> ``(1 + S // hop, D)`` float32.
+
+        Runs on one intra-op thread: a clip's convolutions are small, and a thread pool's
+        synchronisation made them 4-6x slower on a busy 2-core machine (0.89 vs 0.15 s per
+        3.6 s clip for crepe-tiny, ``benchmarks/eval_speed.py``).
+        """
         frames = self.frames(wave)
-        return torch.cat([self.model(frames[i : i + self.batch_size])
-                          for i in range(0, frames.shape[0], self.batch_size)]).numpy()
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            return torch.cat([self.model(frames[i : i + self.batch_size])
+                              for i in range(0, frames.shape[0], self.batch_size)]).numpy()
+        finally:
+            torch.set_num_threads(threads)
 
 
 def _import_package(module: str, package: str, embedder: str, checkpoint: Path) -> object:

@@ -60,7 +60,7 @@ from cmmd.eval.beats import MIN_SECONDS, beat_hit_rate_from_times, track_beats
 from cmmd.eval.distances import frechet_distance, frechet_from_features, polynomial_mmd
 from cmmd.eval.embedders import DEFAULT_CREPE_HOP, AudioEmbedder, get_embedder
 from cmmd.eval.fad import EmbeddingStats, PooledFrames, fad_per_sample
-from cmmd.eval.features import FeatureCache, cache_key, file_digest
+from cmmd.eval.features import FeatureCache, cache_key, file_digest, module_fingerprint
 from cmmd.eval.i3d import FVD_FRAMES, MIN_FRAMES, InceptionI3d, i3d_features, load_i3d
 from cmmd.eval.stats import bootstrap_ci
 from cmmd.eval.sync import av_offset, derangement, detect_audio_events, detect_video_events, event_sync_metrics
@@ -261,7 +261,8 @@ def _i3d_stage(paths: Sequence[Path], files: _Files, cache: FeatureCache, model:
     """I3D logits and pool features of each file (first ``fvd_frames`` frames)."""
     s = files.settings
     extractor = "i3d-kinetics-400"
-    config = {"frames": s.fvd_frames, "fps": s.fps, "size": 224, "resize": "tf1-bilinear"}
+    weights = module_fingerprint(model) if model is not None else _weights_id(i3d_weights_path(s.cache))
+    config = {"frames": s.fvd_frames, "fps": s.fps, "size": 224, "resize": "tf1-bilinear", "weights": weights}
     out: dict[Path, dict[str, np.ndarray]] = {}
     todo = []
     for path in dict.fromkeys(paths):
@@ -288,6 +289,14 @@ def _i3d_stage(paths: Sequence[Path], files: _Files, cache: FeatureCache, model:
             out[path] = {"logits": feats["logits"][i], "pool": feats["pool"][i]}
             cache.save(extractor, cache_key(files.digest(path), extractor, config), out[path])
     return out
+
+
+def _weights_id(path: Path) -> str:
+    """Identity of a converted weights file: the pinned digest of the archive it came from."""
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="numpy") as f:
+        return (f.metadata() or {}).get("archive_sha256", f"{path.name}:{path.stat().st_size}")
 
 
 def _embed_stage(paths: Sequence[Path], files: _Files, cache: FeatureCache, embedder: AudioEmbedder,
@@ -357,14 +366,16 @@ def set_metric(round_value: Callable[[int, np.ndarray], float], n_items: int, ro
 
 
 def _video_metrics(pairing: Pairing, files: _Files, cache: FeatureCache, model: InceptionI3d | None,
-                   show: bool) -> dict[str, dict[str, Any]]:
+                   show: bool, timings: dict[str, float]) -> dict[str, dict[str, Any]]:
     s = files.settings
     n, k_rounds = len(pairing.names), pairing.generations
     if n < 2:
         raise CmmdError(f"FVD/KVD need at least 2 conditions (covariances), got {n}; drop fvd,kvd")
     gen_paths = [p for name in pairing.names for p in pairing.generated[name]]
     ref_paths = [pairing.reference[name] for name in pairing.names]
+    start = time.perf_counter()
     feats = _i3d_stage(ref_paths + gen_paths, files, cache, model, show)
+    timings["i3d_features"] = round(time.perf_counter() - start, 3)
     ref = np.stack([feats[p][s.fvd_features] for p in ref_paths]).astype(np.float64)
     gen = np.stack([[feats[p][s.fvd_features] for p in pairing.generated[name]] for name in pairing.names])
     tag = f"i3d-{s.fvd_features}"
@@ -384,12 +395,14 @@ def _video_metrics(pairing: Pairing, files: _Files, cache: FeatureCache, model: 
 
 
 def _fad_metrics(pairing: Pairing, files: _Files, cache: FeatureCache, embedder: AudioEmbedder,
-                 show: bool) -> dict[str, dict[str, Any]]:
+                 show: bool, timings: dict[str, float]) -> dict[str, dict[str, Any]]:
     s = files.settings
     n, k_rounds = len(pairing.names), pairing.generations
     ref_paths = [pairing.reference[name] for name in pairing.names]
     gen_paths = [p for name in pairing.names for p in pairing.generated[name]]
+    start = time.perf_counter()
     emb = _embed_stage(ref_paths + gen_paths, files, cache, embedder, show)
+    timings["fad_embeddings"] = round(time.perf_counter() - start, 3)
     ref = [emb[p] for p in ref_paths]
     gen = [[emb[p] for p in pairing.generated[name]] for name in pairing.names]
     ref_pool = PooledFrames(ref)
@@ -609,12 +622,12 @@ def evaluate(
         files.digest(path)
     timings["hashing"] = round(time.perf_counter() - start, 3)
     if "fvd" in metrics or "kvd" in metrics:
-        results.update(timed("fvd_kvd", lambda: _video_metrics(pairing, files, cache, i3d_model, progress)))
+        results.update(timed("fvd_kvd", lambda: _video_metrics(pairing, files, cache, i3d_model, progress, timings)))
     fad_name = None
     if "fad" in metrics:
         emb = embedder or get_embedder(s.fad_embedder, s.cache, s.crepe_hop)
         fad_name = emb.name
-        results.update(timed("fad", lambda: _fad_metrics(pairing, files, cache, emb, progress)))
+        results.update(timed("fad", lambda: _fad_metrics(pairing, files, cache, emb, progress, timings)))
     if "beat" in metrics:
         results.update(timed("beat", lambda: _beat_metrics(pairing, files, cache, progress)))
     if "sync" in metrics:

@@ -17,6 +17,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from cmmd.weights import cache_dir
 
@@ -34,6 +35,17 @@ def cache_key(digests: str | tuple[str, ...], extractor: str, settings: Mapping[
     """sha256 of the input digest(s), the extractor name and its settings."""
     payload = json.dumps([digests, extractor, settings], sort_keys=True, default=str)
     return hashlib.sha256(payload.encode()).hexdigest()
+
+
+def module_fingerprint(module: torch.nn.Module) -> str:
+    """sha256 of a network's parameters and buffers (names, shapes, bytes): part of a cache key,
+    so features of different weights never share an entry."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(module.state_dict().items()):
+        t = tensor.detach().cpu().contiguous()
+        digest.update(f"{name}:{tuple(t.shape)}:{t.dtype}".encode())
+        digest.update(t.numpy().tobytes() if t.dtype != torch.bfloat16 else t.float().numpy().tobytes())
+    return digest.hexdigest()
 
 
 class FeatureCache:
