@@ -117,7 +117,8 @@ def main() -> None:
         same_top5 = all(
             np.argsort(-a)[:5].tolist() == np.argsort(-b)[:5].tolist() for a, b in zip(our_logits, ref_logits)
         )
-        print(f"  top-5 classes identical: {same_top5}; flax top-5 of clip 0: {np.argsort(-ref_logits[0])[:5].tolist()}")
+        top5 = np.argsort(-ref_logits[0])[:5].tolist()
+        print(f"  top-5 classes identical: {same_top5}; flax top-5 of clip 0: {top5}")
         if name.startswith("known"):
             for feat, ref in (("logits", ref_logits), ("pool", ref_pool)):
                 values = ", ".join(f"{v:.6f}" for v in ref[0, :8])

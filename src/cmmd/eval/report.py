@@ -124,7 +124,8 @@ def _header(result: Mapping[str, Any]) -> list[tuple[str, str]]:
         ("reference", result["reference"]),
         ("items", f"{items['conditions']} conditions x {items['generations_per_condition']} generation(s), "
                   f"{items['sidecars']} synthetic sidecars"),
-        ("feature networks", f"video: {result['embedders']['video'] or '-'}; audio (FAD): {result['embedders']['audio'] or '-'}"),
+        ("feature networks", f"video: {result['embedders']['video'] or '-'}; "
+                             f"audio (FAD): {result['embedders']['audio'] or '-'}"),
         ("cmmd", version),
         ("created", result["created"]),
     ]
@@ -155,7 +156,8 @@ def write_html(result: Mapping[str, Any], path: Path, plots: list[Path]) -> Path
     head = "".join(f"<li><b>{esc(k)}</b>: {esc(str(v))}</li>" for k, v in _header(result))
     table = "".join("<tr>" + "".join(f"<td>{esc(c)}</td>" for c in row) + "</tr>" for row in metric_rows(result))
     notes = [*result["notes"], *sorted({e["warning"] for e in result["metrics"].values() if e.get("warning")})]
-    images = "".join(f'<p><img src="{esc(p.relative_to(path.parent).as_posix())}" alt="{esc(p.stem)}"></p>' for p in plots)
+    images = "".join(f'<p><img src="{esc(p.relative_to(path.parent).as_posix())}" alt="{esc(p.stem)}"></p>'
+                     for p in plots)
     timings = ", ".join(f"{esc(k)} {v} s" for k, v in result["timings_s"].items())
     page = f"""<!doctype html>
 <html><head><meta charset="utf-8"><title>cmmd evaluation</title>
