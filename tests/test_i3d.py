@@ -7,6 +7,11 @@ Random weights everywhere except ``test_real_weights_reproduce_the_flax_referenc
 
 from __future__ import annotations
 
+import io
+import os
+import pickle
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -25,7 +30,7 @@ from cmmd.eval.i3d import (
     state_dict_from_flax,
     tf_bilinear_matrix,
 )
-from cmmd.weights import i3d_weights_path
+from cmmd.weights import NumpyOnlyUnpickler, cache_dir, flatten_variables, i3d_weights_path
 
 # Flax logits[0, :8] and pool[0, :8] of known_frames() (docs/results/i3d_port_verification.txt).
 REFERENCE_LOGITS = [0.645738, 6.165140, 8.057549, 3.310696, -0.354576, 4.061603, 1.831356, -3.406986]
@@ -164,3 +169,20 @@ def test_real_weights_reproduce_the_flax_reference() -> None:
     np.testing.assert_allclose(logits[:8], REFERENCE_LOGITS, atol=1e-4 * np.abs(logits).max())
     np.testing.assert_allclose(pool[:8], REFERENCE_POOL, atol=1e-4 * np.abs(pool).max())
     assert np.argsort(-logits)[:5].tolist() == REFERENCE_TOP5
+
+
+def test_weights_cache_location_and_missing_weights_message(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CMMD_CACHE", str(tmp_path / "c"))
+    assert cache_dir() == tmp_path / "c"
+    assert cache_dir(tmp_path / "d") == tmp_path / "d"
+    with pytest.raises(CmmdError, match="cmmd fetch-weights i3d"):
+        i3d_weights_path()
+
+
+def test_weights_pickle_is_read_with_numpy_constructors_only() -> None:
+    """The registry's pickle may hold arrays and dicts; any other global is refused."""
+    tree = {"params": {"a": {"kernel": np.arange(6, dtype=np.float32).reshape(2, 3)}}, "batch_stats": {}}
+    loaded = NumpyOnlyUnpickler(io.BytesIO(pickle.dumps(tree))).load()
+    np.testing.assert_array_equal(flatten_variables(loaded)["params/a/kernel"], tree["params"]["a"]["kernel"])
+    with pytest.raises(pickle.UnpicklingError, match="not allowed"):
+        NumpyOnlyUnpickler(io.BytesIO(pickle.dumps(os.getcwd))).load()

