@@ -162,7 +162,7 @@ def test_real_weights_reproduce_the_flax_reference() -> None:
     try:
         path = i3d_weights_path()
     except CmmdError as exc:
-        pytest.skip(f"I3D weights not cached ({exc}); run `cmmd fetch-weights i3d`")
+        pytest.skip(str(exc))
     model = load_i3d(path)
     features = i3d_features(model, [known_frames()])
     logits, pool = features["logits"][0], features["pool"][0]

@@ -11,6 +11,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from cmmd.errors import CmmdError
 from cmmd.eval.embedders import DEFAULT_CREPE_HOP
 from cmmd.eval.evaluate import METRICS, EvalSettings, evaluate, write_metrics
 from cmmd.eval.i3d import FVD_FRAMES
@@ -69,8 +70,11 @@ def run(args: argparse.Namespace) -> int:
     )
     result = evaluate(args.generated, args.reference, settings, explicit_metrics=explicit, progress=not args.quiet)
     out = Path(args.out) if args.out else Path(args.generated) / "evaluation"
-    metrics_path = write_metrics(result, out / "metrics.json")
-    md, html = write_report(result, out)
+    try:
+        metrics_path = write_metrics(result, out / "metrics.json")
+        md, html = write_report(result, out)
+    except OSError as exc:
+        raise CmmdError(f"cannot write the results to {out} ({exc}); choose another folder with --out") from None
     width = max(len(r[0]) for r in metric_rows(result)) if result["metrics"] else 10
     for name, value, n, baseline, _, _ in metric_rows(result):
         print(f"{name:{width}s}  {value:36s} n={n:8s} {baseline}")
