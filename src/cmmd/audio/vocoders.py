@@ -219,8 +219,10 @@ class Vocoder(ABC):
         diffs = []
         for key, value in mine.items():
             other = rec.get(key)
-            same = math.isclose(float(other), float(value)) if isinstance(value, float) and other is not None \
-                else other == value
+            if isinstance(value, float) and isinstance(other, (int, float)):
+                same = math.isclose(float(other), value)
+            else:
+                same = other == value
             if not same:
                 diffs.append(f"{key} {other!r} there, {value!r} here")
         if diffs:
