@@ -189,6 +189,8 @@ def test_bad_configs_name_the_field() -> None:
         build_unet("tiny", width=3)
     with pytest.raises(ConfigError, match="unknown model preset"):
         build_unet("huge")
+    with pytest.raises(ConfigError, match="fusion_pool"):
+        UNetConfig(fusion_pool="median")
 
 
 @pytest.mark.parametrize(("src", "dst"), [(112, 18), (56, 18), (28, 18), (14, 18), (18, 112), (225, 36), (7, 3)])
@@ -243,3 +245,23 @@ def test_easy_fusion_is_identity_when_zero_initialised_and_aligns_padded_audio()
     _, a_clean = fusion(video[:, :, :3], audio, 5, 30.0, (3, 4))
     _, a_padded = fusion(padded_video, audio, 5, 30.0, (3, 4))
     torch.testing.assert_close(a_clean, a_padded)
+
+
+def test_meanmax_pooling_passes_a_small_object_at_full_strength() -> None:
+    """One hot pixel in a 8x8 frame reaches the audio 64x weaker through the mean than the max."""
+    video = torch.zeros(1 * 3, 4, 8, 8)
+    hot = video.clone()
+    hot[:, 0, 2, 5] = 1.0
+    audio = torch.zeros(1, 2, 12)
+    responses = {}
+    for pool in ("mean", "meanmax"):
+        fusion = EasyFusion(4, 2, zero_init=True, pool=pool)
+        assert fusion.to_audio.in_channels == 2 + 4 * (2 if pool == "meanmax" else 1)
+        with torch.no_grad():
+            fusion.to_audio.weight.fill_(1.0)
+        _, base = fusion(video, audio, 3, 12.0, (8, 8))
+        _, moved = fusion(hot, audio, 3, 12.0, (8, 8))
+        responses[pool] = (moved - base).abs().max().item()
+    assert responses["mean"] == pytest.approx(1 / 64)
+    assert responses["meanmax"] == pytest.approx(1 + 1 / 64)
+    build_unet("tiny", fusion_pool="meanmax")(torch.randn(1, 4, 3, 16, 16), torch.randn(1, 80, 24), torch.rand(1))

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -56,6 +57,9 @@ class UNetConfig:
     fusion_levels: levels with easy fusion; ``()`` and ``fusion_in_middle=False`` make the two
         streams fully independent (no information flows between modalities).
     fusion_in_middle: easy fusion in the middle block.
+    fusion_pool: how audio <- video pools over H x W: ``"mean"`` (the paper's average) or
+        ``"meanmax"`` (ours: average and maximum concatenated, so a small object's features reach
+        the audio at full strength instead of diluted by its share of the frame; see fusion.py).
     head_dim: channels per attention head; widths at attention levels must be multiples.
     norm_groups: GroupNorm groups.
     emb_mult: timestep-embedding width as a multiple of ``base_channels``.
@@ -75,6 +79,7 @@ class UNetConfig:
     attention_in_middle: bool = True
     fusion_levels: tuple[int, ...] = (0, 1, 2)
     fusion_in_middle: bool = True
+    fusion_pool: Literal["mean", "meanmax"] = "mean"
     head_dim: int = 32
     norm_groups: int = 32
     emb_mult: int = 4
@@ -102,6 +107,8 @@ class UNetConfig:
                 raise ConfigError(f"head_dim={self.head_dim} does not divide attention width {width}")
         if self.patch_size < 1:
             raise ConfigError(f"patch_size: expected >= 1, got {self.patch_size}")
+        if self.fusion_pool not in ("mean", "meanmax"):
+            raise ConfigError(f"fusion_pool: expected 'mean' or 'meanmax', got {self.fusion_pool!r}")
         if self.num_res_blocks < 1:
             raise ConfigError(f"num_res_blocks: expected >= 1, got {self.num_res_blocks}")
 
@@ -117,7 +124,7 @@ class FuseAttend(nn.Module):
     def __init__(self, cfg: UNetConfig, channels: int, fuse: bool, attend: bool) -> None:
         super().__init__()
         groups, zero = cfg.norm_groups, cfg.zero_init_residual
-        self.fusion = EasyFusion(channels, channels, zero) if fuse else None
+        self.fusion = EasyFusion(channels, channels, zero, cfg.fusion_pool) if fuse else None
         self.video_attn = VideoAttention(channels, cfg.head_dim, groups, zero) if attend else None
         self.audio_attn = AudioAttention(channels, cfg.head_dim, groups, zero) if attend else None
 
