@@ -1,8 +1,10 @@
 """From a trained checkpoint to media: load the model, condition, sample, decode.
 
 The glue between the training stage and everything that consumes samples (``cmmd generate``,
-the demo, training previews, the study). Video goes through the run's codec, audio through the
-run's mel statistics and a vocoder (Griffin-Lim by default).
+the demo, training previews, the study). Video goes through the run's codec (conditioning frames
+encoded, generated latents decoded), audio through the run's mel statistics and a vocoder
+(Griffin-Lim by default). A checkpoint records its codec and mel configuration
+(docs/CODECS.md); loading refuses a codec or vocoder that does not match them.
 """
 
 from __future__ import annotations
@@ -14,8 +16,8 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
-from cmmd.audio.griffinlim import GriffinLimVocoder
 from cmmd.audio.mel import MelStats, log_mel
+from cmmd.audio.vocoders import GriffinLim, Vocoder, load_vocoder, recorded_mel
 from cmmd.config import from_dict
 from cmmd.data.conventions import HOP
 from cmmd.diffusion.denoiser import JointDenoiser
@@ -26,7 +28,7 @@ from cmmd.errors import CmmdError
 from cmmd.train.checkpoint import load_weights, read_info
 from cmmd.train.config import TrainConfig
 from cmmd.train.loop import build_model
-from cmmd.video.codecs import PixelCodec
+from cmmd.video.codecs import PixelCodec, VideoCodec, load_video_codec, parse_spec
 
 Mode = Literal["joint", "v2a", "a2v"]
 
@@ -47,7 +49,8 @@ class SamplingSettings:
 
 @dataclass
 class Generated:
-    """A batch of samples: frames uint8 (B, T, H, W, 3), log-mels (B, 80, L), waves (B, L*HOP)."""
+    """A batch of samples: frames uint8 (B, T, H, W, 3) (decoded by the codec, the condition's
+    round trip included), log-mels (B, 80, L), waves (B, L*HOP) (by the vocoder)."""
 
     frames: np.ndarray
     mel: np.ndarray
@@ -55,31 +58,75 @@ class Generated:
     settings: dict[str, Any] = field(default_factory=dict)
 
 
+def recorded_codec(extra: dict[str, Any], device: torch.device | str = "cpu") -> VideoCodec:
+    """The video codec a checkpoint's ``extra`` records: pixel (also for old checkpoints that stored
+    ``"pixel"``), or a latent codec loaded from its recorded spec when its weights are still there."""
+    record = extra.get("codec", "pixel")
+    record = {"name": record} if isinstance(record, str) else record
+    if record.get("name") == "pixel":
+        return PixelCodec()
+    spec = record.get("spec", "")
+    _, weights = parse_spec(spec)
+    if not weights or not Path(weights).expanduser().exists():
+        raise CmmdError(f"the model was trained on {record.get('name')} latents (codec spec {spec!r}) whose weights "
+                        f"are not at that path here; pass the codec: --codec {record.get('name')}:<path> "
+                        "(codec= in Python)")
+    return load_video_codec(spec, device)
+
+
 class Pipeline:
-    """A loaded model plus everything needed to turn media into its inputs and back."""
+    """A loaded model plus everything needed to turn media into its inputs and back.
+
+    ``codec`` maps frames to the model's video tensors and back (default: pixels); ``vocoder``
+    turns its log-mels into sound (default: Griffin-Lim at ``sample_rate``).
+    """
 
     def __init__(self, model: torch.nn.Module, config: TrainConfig, mel_stats: MelStats, fps: float, size: int,
-                 sample_rate: int, device: torch.device | str = "cpu", step: int = 0, version: str = ""):
+                 sample_rate: int, device: torch.device | str = "cpu", step: int = 0, version: str = "",
+                 codec: VideoCodec | None = None, vocoder: Vocoder | None = None):
         self.model = model.eval().to(device)
         self.config = config
         self.mel_stats = mel_stats
         self.fps, self.size, self.sample_rate = fps, size, sample_rate
         self.device = torch.device(device)
-        self.codec = PixelCodec()
-        self.vocoder = GriffinLimVocoder(sample_rate=sample_rate)
+        self.codec = (codec or PixelCodec()).to(self.device)
+        self.codec.latent_shape(size, size)
+        self.vocoder = vocoder or GriffinLim(sample_rate)
         self.schedule: Schedule = make_schedule(config.diffusion.schedule, config.diffusion.num_steps)
         self.denoiser = JointDenoiser(self.model, self.schedule, config.diffusion.loss.prediction)
         self.step, self.version = step, version
 
     @classmethod
-    def from_checkpoint(cls, path: str | Path, device: str = "cpu", weights: str = "ema") -> Pipeline:
-        """Load a run dir, a checkpoint dir or a single exported cmmd safetensors file."""
+    def from_checkpoint(cls, path: str | Path, device: str = "cpu", weights: str = "ema",
+                        codec: str | VideoCodec | None = None, vocoder: str | Vocoder | None = None) -> Pipeline:
+        """Load a run dir, a checkpoint dir or a single exported cmmd safetensors file.
+
+        ``codec``: a spec (``pixel``, ``cmmd-vae:<run>``, ``sd-vae:<path>``) or codec; default the
+        recorded one (:func:`recorded_codec`). ``vocoder``: a spec (``griffinlim``,
+        ``cmmd-gan:<run>``, ``hifigan-universal``) or vocoder; default Griffin-Lim. Either is
+        refused with a CmmdError naming both when it does not match what the checkpoint records.
+        """
         path = Path(path)
         info = read_info(path)
         cfg = from_dict(TrainConfig, info.config)
         extra = info.extra
-        if extra.get("codec", "pixel") != "pixel":
-            raise CmmdError(f"{path}: trained with codec {extra.get('codec')!r}, which this build cannot load")
+        if codec is None:
+            codec = recorded_codec(extra, device)
+        elif isinstance(codec, str):
+            codec = load_video_codec(codec, device)
+        try:
+            codec.check_compatible(extra.get("codec", "pixel"))
+        except CmmdError as exc:
+            raise CmmdError(f"{path}: {exc}") from None
+        if cfg.data.audio == "wave" and vocoder is not None:
+            raise CmmdError(f"{path}: the model generates waveforms ({cfg.model.preset}); it takes no vocoder")
+        if isinstance(vocoder, str):
+            vocoder = load_vocoder(vocoder, device, sample_rate=extra["sample_rate"])
+        vocoder = vocoder or GriffinLim(extra["sample_rate"])
+        try:
+            vocoder.check_compatible(recorded_mel(extra))
+        except CmmdError as exc:
+            raise CmmdError(f"{path}: {exc}") from None
         model = build_model(cfg)
         state = load_weights(path, weights)
         missing, unexpected = model.load_state_dict(state, strict=False)
@@ -89,7 +136,8 @@ class Pipeline:
                 f"(missing {missing[:3]}, unexpected {unexpected[:3]})"
             )
         stats = MelStats(**{k: extra["mel_stats"][k] for k in ("mean", "std")})
-        return cls(model, cfg, stats, extra["fps"], extra["size"], extra["sample_rate"], device, info.step, info.version)
+        return cls(model, cfg, stats, extra["fps"], extra["size"], extra["sample_rate"], device, info.step, info.version,
+                   codec, vocoder)
 
     # -- media <-> model tensors ------------------------------------------------------------
     def audio_frames_for(self, num_frames: int) -> int:
@@ -97,7 +145,8 @@ class Pipeline:
         return int(round(num_frames * self.sample_rate / self.fps)) // HOP
 
     def encode_video(self, frames: np.ndarray) -> torch.Tensor:
-        """uint8 (B, T, H, W, 3) at the model's size -> model video tensor (B, T, C, H, W)."""
+        """uint8 (B, T, H, W, 3) at the model's size -> model video tensor (B, T, C, H / d, W / d)
+        through the codec (``d`` its downsampling)."""
         if frames.ndim != 5 or frames.shape[-1] != 3:
             raise CmmdError(f"video must be (B, T, H, W, 3) frames, got shape {frames.shape}")
         if frames.shape[2:4] != (self.size, self.size):
@@ -128,9 +177,8 @@ class Pipeline:
         if self.audio_is_wave:
             wave = audio[:, 0].float().clamp(-1, 1).cpu().numpy()
             return self.log_mel(wave).cpu().numpy(), wave
-        mel = self.mel_stats.denormalize(audio.float())
-        wave = self.vocoder(mel.cpu())
-        return mel.cpu().numpy(), np.asarray(wave)
+        mel = self.mel_stats.denormalize(audio.float()).cpu()
+        return mel.numpy(), self.vocoder(mel).numpy()
 
     # -- sampling -------------------------------------------------------------------------
     @torch.no_grad()
@@ -160,7 +208,7 @@ class Pipeline:
         elif num_frames is None:
             num_frames = self.config.data.clip_frames
         assert num_frames is not None
-        video_shape = (batch, num_frames, self.codec.channels, self.size, self.size)
+        video_shape = (batch, num_frames, *self.codec.latent_shape(self.size, self.size))
         if self.audio_is_wave:
             audio_shape = (batch, 1, int(round(num_frames * self.sample_rate / self.fps)))
         else:

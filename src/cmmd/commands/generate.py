@@ -2,7 +2,9 @@
 
 For every input (a file, or every media file of a folder) it writes ``<name>.mp4`` with the
 generated modality muxed with the condition, ``<name>_condition.mp4`` (the input as the model
-saw it, for comparison), ``<name>_spec.png`` and ``<name>.json`` with the settings.
+saw it, for comparison), ``<name>_spec.png`` and ``<name>.json`` with the settings. Video goes
+through the codec the model was trained with (``--codec``, default: the recorded one), audio
+through a vocoder for its mels (``--vocoder``, default: Griffin-Lim); a mismatch is refused.
 """
 
 from __future__ import annotations
@@ -31,6 +33,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="clip length (default: the whole input for v2a/a2v, the training length for joint); "
                              "any length works, e.g. twice the training length")
     parser.add_argument("--num", type=int, default=1, help="joint mode: how many clips")
+    parser.add_argument("--codec", default=None, metavar="SPEC",
+                        help="video codec: pixel, cmmd-vae:<run> or sd-vae:<local path>; must be the one the model "
+                             "was trained with (default: the codec the checkpoint records, from its recorded path)")
+    parser.add_argument("--vocoder", default=None, metavar="SPEC",
+                        help="griffinlim, cmmd-gan:<run> or hifigan-universal; must take the model's mels "
+                             "(default: griffinlim)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--overwrite", action="store_true", help="replace existing outputs of the same name")
 
@@ -63,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
         raise CmmdError(f"--mode {args.mode} needs input files or folders")
     if args.mode == "joint" and args.inputs:
         raise CmmdError("--mode joint is unconditional: it takes no inputs")
-    pipe = Pipeline.from_checkpoint(args.checkpoint, device=args.device)
+    pipe = Pipeline.from_checkpoint(args.checkpoint, device=args.device, codec=args.codec, vocoder=args.vocoder)
     settings = SamplingSettings(args.method, args.steps, args.guidance, args.eta_ddim, args.seed)
     args.out.mkdir(parents=True, exist_ok=True)
     mel_rate = pipe.sample_rate / 256
@@ -99,6 +107,7 @@ def run(args: argparse.Namespace) -> int:
     for name, gen, media, source in jobs:
         out = target(name)
         info = {"checkpoint": str(args.checkpoint), "checkpoint_step": pipe.step, "version": pipe.version,
+                "codec": pipe.codec.spec or pipe.codec.name, "vocoder": pipe.vocoder.spec or pipe.vocoder.name,
                 "source": str(source) if source else None, **gen.settings}
         if args.mode == "v2a":
             frames, wave = media.frames, gen.wave[0]

@@ -1,8 +1,10 @@
-"""``cmmd prepare SRC_DIR OUT_DIR``: decode a folder of videos into training shards.
+"""``cmmd prepare SRC_DIR OUT_DIR [--codec SPEC]``: decode a folder of videos into training shards.
 
 Resumable (items already in OUT_DIR are kept), parallel (``--workers``), and tolerant: bad files
 are listed with their reason in the summary and in ``OUT_DIR/failures.jsonl``. SRC_DIR is only
-read. The layout is described in ``cmmd.data.prepare``.
+read. The layout is described in ``cmmd.data.prepare``. With ``--codec`` a latent codec then
+encodes every item's frames into ``items/<key>/latents.npy`` (:mod:`cmmd.video.latents`, the
+same function as ``cmmd vae encode``), so training with ``data.video: latents`` never encodes.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ import argparse
 import os
 
 from cmmd.data.conventions import FPS, SAMPLE_RATE
-from cmmd.data.prepare import CODECS, PrepareSettings, prepare_dataset
+from cmmd.data.prepare import PrepareSettings, prepare_dataset
 
 HELP = "turn a folder of videos into training shards"
 
@@ -31,17 +33,32 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         f"shorter files are skipped (default: {defaults.clip_seconds})")
     parser.add_argument("--workers", type=int, default=min(os.cpu_count() or 1, 8), help="parallel decoding "
                         "processes (default: number of CPU cores, at most 8)")
-    parser.add_argument("--codec", choices=CODECS, default="pixel", help="stored video representation; latent "
-                        "codecs encode at training time from pixel shards (default: pixel)")
+    parser.add_argument("--codec", default="pixel", metavar="SPEC", help="also precompute latents of this video "
+                        "codec into the shards: cmmd-vae:<run> or sd-vae:<local path>; resumable, one codec per "
+                        "OUT_DIR (default: pixel, frames only)")
+    parser.add_argument("--device", default="cpu", help="device of the --codec network (default: cpu)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
 def run(args: argparse.Namespace) -> int:
-    """Prepare the shards and print the summary; 0 when at least one item is usable."""
+    """Prepare the shards (and latents with ``--codec``), print the summary; 0 when at least one
+    item is usable."""
     settings = PrepareSettings(size=args.size, fps=args.fps, sample_rate=args.sample_rate,
-                               clip_seconds=args.clip_seconds, codec=args.codec)
+                               clip_seconds=args.clip_seconds)
+    codec = None
+    if args.codec != "pixel":
+        from cmmd.video.codecs import load_video_codec
+        from cmmd.video.latents import check_codec_record, encode_prepared_dataset
+
+        # Refuse a codec that cannot take these frames, or another codec's directory, before decoding anything.
+        codec = load_video_codec(args.codec, args.device)
+        codec.latent_shape(args.size, args.size)
+        check_codec_record(args.out_dir, codec)
     summary = prepare_dataset(args.src_dir, args.out_dir, settings, workers=args.workers,
                               progress=not args.no_progress)
     for line in summary.lines():
         print(f"cmmd prepare: {line}")
+    if codec is not None:
+        encoded = encode_prepared_dataset(args.out_dir, codec, progress=not args.no_progress)
+        print(f"cmmd prepare: latents ({args.codec}): {encoded.line()} -> {args.out_dir}")
     return 0

@@ -6,7 +6,7 @@
 * ``test DATA --codec SPEC``: PSNR/SSIM of any codec's round trip on held-out frames, plus
   encode/decode throughput.
 * ``encode DATA --codec SPEC``: precompute ``items/*/latents.npy`` (:mod:`cmmd.video.latents`)
-  so that training on latents never re-encodes.
+  so that training on latents never re-encodes (``cmmd prepare --codec`` calls the same function).
 
 Codec specs: ``pixel``, ``cmmd-vae:<run or checkpoint>``, ``sd-vae:<diffusers folder or .safetensors>``.
 """
@@ -110,6 +110,5 @@ def _encode(args: argparse.Namespace) -> int:
 
     codec = load_video_codec(args.codec, args.device)
     summary = encode_prepared_dataset(args.data, codec, progress=not args.no_progress)
-    print(f"cmmd vae encode: {summary.encoded} item(s) encoded ({summary.frames} frames, {summary.seconds:.1f} s), "
-          f"{summary.skipped} already done -> {args.data}")
+    print(f"cmmd vae encode: {summary.line()} -> {args.data}")
     return 0

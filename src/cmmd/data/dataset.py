@@ -5,6 +5,10 @@ A clip of ``T`` frames starting at video frame ``f0`` takes audio samples
 to the nearest sample, keeping ``S = round(T * sr / fps)`` fixed) and computes its mel from that
 waveform, so video, waveform and mel share one time axis: mel frame ``l`` is centred on time
 ``start + l * HOP / sr``. Shards are memory-mapped, so a worker reads only the clip it cuts.
+
+With ``video="latents"`` the clip's video is the same window of the codec latents precomputed
+into the shards (``items/<key>/latents.npy``, :mod:`cmmd.video.latents`): latent ``k`` is frame
+``k`` encoded, so windows, audio and sampling are exactly those of pixel training.
 """
 
 from __future__ import annotations
@@ -12,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -21,6 +25,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler, RandomSamp
 from cmmd.audio.mel import log_mel
 from cmmd.data.prepare import AUDIO_SCALE, load_item_metas
 from cmmd.errors import CmmdError
+from cmmd.video.latents import latent_shape_of, load_latent_clip, read_codec_record
 
 
 @dataclass(frozen=True)
@@ -41,14 +46,18 @@ class ClipDataset(Dataset):
     sees fresh, reproducible windows. Items shorter than one clip are left out. ``keys`` restricts
     the dataset to those items (a split).
 
-    An item is a dict: ``video`` float32 ``(T, 3, H, W)`` in [-1, 1], ``wave`` float32 ``(S,)``
-    with ``S = T * sample_rate / fps``, ``mel`` float32 ``(80, S // 256)`` un-normalised log-mel,
-    ``key`` str, ``start`` float seconds.
+    An item is a dict: ``video`` float32 ``(T, 3, H, W)`` in [-1, 1] (``video="pixels"``) or
+    ``(T, C, h, w)`` scaled codec latents (``video="latents"``; the root's ``codec.json`` is
+    ``codec_record``), ``wave`` float32 ``(S,)`` with ``S = T * sample_rate / fps``, ``mel``
+    float32 ``(80, S // 256)`` un-normalised log-mel, ``key`` str, ``start`` float seconds.
+    ``video_shape`` is ``(C, H, W)`` of one video frame as the dataset returns it.
     """
 
     def __init__(self, root: str | Path, clip_frames: int = 18, seed: int = 0,
-                 keys: Sequence[str] | None = None) -> None:
+                 keys: Sequence[str] | None = None, video: Literal["pixels", "latents"] = "pixels") -> None:
         self.root = Path(root)
+        if video not in ("pixels", "latents"):
+            raise CmmdError(f"video must be 'pixels' or 'latents', got {video!r}")
         if clip_frames < 1:
             raise CmmdError(f"clip_frames must be positive, got {clip_frames}")
         if not (self.root / "items").is_dir():
@@ -80,6 +89,16 @@ class ClipDataset(Dataset):
             raise CmmdError(f"{self.root}: no item is as long as one clip of {clip_frames} frames")
         self._num_clips = total
         self._firsts = np.array([item.first_clip for item in self.items])
+        self.video = video
+        self.codec_record: dict[str, Any] | None = None
+        self.video_shape: tuple[int, int, int] = (3, self.size, self.size)
+        if video == "latents":
+            self.codec_record = read_codec_record(self.root)
+            if self.codec_record is None:
+                raise CmmdError(f"{self.root} has no codec.json, so no precomputed latents; encode them with "
+                                f"`cmmd vae encode {self.root} --codec SPEC` (or `cmmd prepare SRC {self.root} "
+                                "--codec SPEC`)")
+            self.video_shape = latent_shape_of(self.root, {item.key: item.num_frames for item in self.items})
 
     @property
     def keys(self) -> list[str]:
@@ -128,8 +147,11 @@ class ClipDataset(Dataset):
         audio = samples[first:first + self.clip_samples]
         if len(audio) < self.clip_samples:
             raise CmmdError(f"{item_dir}: audio.npy holds {len(samples)} samples, too few for its {len(frames)} frames")
-        video = torch.from_numpy(np.array(frames[frame:frame + self.clip_frames]))  # copy out of the map
-        video = video.permute(0, 3, 1, 2).float().div_(127.5).sub_(1.0)
+        if self.video == "latents":
+            video = load_latent_clip(item_dir, frame, self.clip_frames)
+        else:
+            video = torch.from_numpy(np.array(frames[frame:frame + self.clip_frames]))  # copy out of the map
+            video = video.permute(0, 3, 1, 2).float().div_(127.5).sub_(1.0)
         wave = torch.from_numpy(audio.astype(np.float32)).div_(AUDIO_SCALE)
         return {"video": video, "wave": wave, "mel": log_mel(wave, self.sample_rate), "key": key,
                 "start": frame / self.fps}

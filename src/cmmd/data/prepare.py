@@ -9,6 +9,8 @@ Layout (docs/CONTRACTS.md, "Prepared shards")::
     OUT/index.csv                 clips: key, source, start, length (seconds), non-overlapping
     OUT/mel_stats.json            per-bin log-mel mean/std (80 each) over all items
     OUT/failures.jsonl            one line per bad input of the last run: source, kind, reason
+    OUT/codec.json                with ``--codec``: the latent codec's description (cmmd.video.latents)
+    OUT/items/<key>/latents.npy   with ``--codec``: float16 (N, C, h, w), frame k of video.npy encoded
 
 Every file is written under a temporary name and renamed, so an interrupted run never leaves a
 half item that looks complete, and rerunning resumes. Bad inputs (unreadable, missing a stream,
@@ -42,8 +44,9 @@ VIDEO_SUFFIXES = frozenset({
     ".flv", ".wmv", ".asf", ".3gp", ".3g2", ".ogv", ".vob", ".mxf", ".dv", ".nut",
 })
 CODECS = ("pixel",)
-"""Video representations ``prepare`` can store. Pixel frames only: latent codecs (METHOD.md
-section 2) encode batches on the fly at training time, so one set of shards serves them all."""
+"""Representations of ``video.npy``: pixel frames only. Latent codecs (METHOD.md section 2) are
+precomputed next to them by :func:`cmmd.video.latents.encode_prepared_dataset` (``cmmd prepare
+--codec``, ``cmmd vae encode``), so the frames stay available to every codec and to evaluation."""
 SILENCE_THRESHOLD = 1e-4
 """Audio whose every sample has ``|x|`` below this is silent: nothing to learn sync from."""
 AUDIO_SCALE = 32767.0

@@ -11,13 +11,16 @@ from cmmd.diffusion.losses import DiffusionLossConfig
 
 @dataclass
 class DataSection:
-    """Where the prepared shards are (``cmmd prepare`` output), how clips are cut, and the audio
-    representation the model sees: normalised log-mels (CMMD) or the raw waveform (B, 1, S)
-    (the MM-Diffusion baseline)."""
+    """Where the prepared shards are (``cmmd prepare`` output), how clips are cut, and what the
+    model sees: video as pixels in [-1, 1] (B, T, 3, H, W) or as the codec latents precomputed
+    into ``root`` (B, T, C, h, w) (``cmmd prepare --codec`` / ``cmmd vae encode``; never encoded
+    during training); audio as normalised log-mels (CMMD) or the raw waveform (B, 1, S) (the
+    MM-Diffusion baseline)."""
 
     root: str = ""
     clip_frames: int = 18
     num_workers: int = 2
+    video: Literal["pixels", "latents"] = "pixels"
     audio: Literal["mel", "wave"] = "mel"
 
 

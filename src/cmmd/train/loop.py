@@ -11,7 +11,7 @@ import math
 import signal
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +21,7 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from cmmd.audio.mel import MelStats
+from cmmd.audio.vocoders import CMMD_MEL
 from cmmd.config import from_dict, save_config, to_dict
 from cmmd.data.dataset import ClipDataset
 from cmmd.data.negatives import make_negatives
@@ -34,6 +35,8 @@ from cmmd.train.config import TrainConfig
 from cmmd.train.ema import make_ema, update_ema
 from cmmd.train.logging import ScalarLog
 from cmmd.train.schedule import lr_at
+from cmmd.video.codecs import PixelCodec
+from cmmd.video.latents import read_codec_record
 
 
 def step_seed(seed: int, step: int, rank: int = 0, stream: int = 0) -> int:
@@ -137,8 +140,11 @@ def _autocast(cfg: TrainConfig, device: torch.device):
     return torch.autocast("cuda", dtype=torch.bfloat16 if cfg.precision == "bf16" else torch.float16)
 
 
-def check_config(cfg: TrainConfig, world_size: int) -> tuple[Path, MelStats]:
-    """Fail before any work: data dir, batch divisibility, model overrides."""
+def check_config(cfg: TrainConfig, world_size: int) -> tuple[ClipDataset, MelStats, dict[str, Any]]:
+    """Fail before any work: data dir, batch divisibility, model overrides, video input.
+
+    Returns the clips, the mel statistics and the codec record the checkpoints store.
+    """
     root = Path(cfg.data.root)
     if not cfg.data.root:
         raise CmmdError("data.root is not set: point it at the output of `cmmd prepare`")
@@ -154,14 +160,46 @@ def check_config(cfg: TrainConfig, world_size: int) -> tuple[Path, MelStats]:
         )
     if cfg.steps <= 0:
         raise CmmdError("steps: must be positive")
-    build_model(cfg)  # validates model.preset and model.overrides, naming a bad key
+    video_channels = build_model(cfg).cfg.video_channels  # also validates model.preset and model.overrides
     wants_wave = cfg.model.preset.startswith("mmdiffusion")
     if wants_wave != (cfg.data.audio == "wave"):
         raise CmmdError(
             f"data.audio: model {cfg.model.preset!r} takes {'waveforms' if wants_wave else 'log-mels'}; "
             f"set data.audio={'wave' if wants_wave else 'mel'}"
         )
-    return root, MelStats.load(stats_file)
+    if cfg.preview.every > 0 and cfg.data.video == "latents":
+        raise CmmdError("preview.every: previews condition on pixel frames and are not made with "
+                        "data.video=latents; set preview.every=0 and sample checkpoints with `cmmd generate`")
+    try:
+        clips = ClipDataset(root, clip_frames=cfg.data.clip_frames, seed=cfg.seed, video=cfg.data.video)
+    except CmmdError as exc:
+        raise CmmdError(f"data.root (data.video={cfg.data.video}): {exc}") from None
+    return clips, MelStats.load(stats_file), check_video_input(cfg, clips, video_channels)
+
+
+def check_video_input(cfg: TrainConfig, clips: ClipDataset, channels: int) -> dict[str, Any]:
+    """Raise unless a model with ``channels`` video channels takes the clips' video; returns the
+    codec record checkpoints store (the root's ``codec.json`` for latents, the pixel codec's otherwise)."""
+    c, h, w = clips.video_shape
+    if cfg.data.video == "latents":
+        assert clips.codec_record is not None
+        record = clips.codec_record
+        if channels != c:
+            raise CmmdError(
+                f"model.overrides.video_channels: model {cfg.model.preset!r} has video_channels={channels} but the "
+                f"{record['name']} latents in data.root {clips.root} have {c} channels ({c}x{h}x{w} per frame); "
+                f"set model.overrides.video_channels={c}"
+            )
+        return record
+    if channels != c:
+        held = read_codec_record(clips.root)
+        hint = (f", or train on the {held['name']} latents data.root holds with data.video=latents"
+                if held is not None and held.get("channels") == channels else "")
+        raise CmmdError(
+            f"model.overrides.video_channels: model {cfg.model.preset!r} has video_channels={channels} but "
+            f"data.video=pixels gives {c}-channel frames ({c}x{h}x{w}); set model.overrides.video_channels={c}{hint}"
+        )
+    return PixelCodec().describe()
 
 
 @dataclass
@@ -183,7 +221,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> Trai
 
 
 def _train(cfg: TrainConfig, resume: bool, progress: bool, info: D.DistInfo) -> TrainResult:
-    root, mel_stats = check_config(cfg, info.world_size)
+    clips, mel_stats, codec_record = check_config(cfg, info.world_size)
     run_dir = Path(cfg.out_dir)
     existing = latest_checkpoint(run_dir)
     if existing is not None and not resume:
@@ -213,8 +251,9 @@ def _train(cfg: TrainConfig, resume: bool, progress: bool, info: D.DistInfo) -> 
 
     config_dict = to_dict(cfg)
     extra: dict[str, Any] = {"mel_stats": {"mean": mel_stats.mean.tolist(), "std": mel_stats.std.tolist()}}
-    clips = ClipDataset(root, clip_frames=cfg.data.clip_frames, seed=cfg.seed)
-    extra.update(fps=clips.fps, size=clips.size, sample_rate=clips.sample_rate, codec="pixel", audio=cfg.data.audio)
+    # What sampling needs to refuse a wrong codec or vocoder (docs/CODECS.md, "What checkpoints record").
+    extra.update(fps=clips.fps, size=clips.size, sample_rate=clips.sample_rate, codec=codec_record,
+                 mel=replace(CMMD_MEL, sample_rate=clips.sample_rate).describe(), audio=cfg.data.audio)
     if info.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
         save_config(cfg, run_dir / "config.yaml")

@@ -18,6 +18,7 @@ import json
 import os
 import sys
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -42,6 +43,11 @@ class EncodeSummary:
     frames: int = 0
     seconds: float = 0.0
 
+    def line(self) -> str:
+        """One human-readable line, e.g. ``6 item(s) encoded (120 frames, 1.2 s), 0 already done``."""
+        return (f"{self.encoded} item(s) encoded ({self.frames} frames, {self.seconds:.1f} s), "
+                f"{self.skipped} already done")
+
 
 def read_codec_record(root: str | Path) -> dict[str, Any] | None:
     """The ``codec.json`` of a prepared directory, or None when it holds no latents."""
@@ -58,8 +64,9 @@ def read_codec_record(root: str | Path) -> dict[str, Any] | None:
     return record
 
 
-def _claim(out: Path, codec: VideoCodec) -> None:
-    """Write ``codec.json`` on the first run; refuse a different codec on later ones."""
+def check_codec_record(out: str | Path, codec: VideoCodec) -> None:
+    """Raise CmmdError if ``out`` already holds latents of a codec other than ``codec``; writes nothing."""
+    out = Path(out)
     record = read_codec_record(out)
     if record is not None:
         try:
@@ -67,10 +74,15 @@ def _claim(out: Path, codec: VideoCodec) -> None:
         except CmmdError as exc:
             raise CmmdError(f"{out} already holds latents of another codec ({exc}); encode into a fresh "
                             f"copy, or delete {out / CODEC_FILE} and items/*/{LATENTS_FILE} first") from None
-        return
-    tmp = out / f".{CODEC_FILE}.{os.getpid()}"
-    tmp.write_text(json.dumps(codec.describe(), indent=2) + "\n")
-    os.replace(tmp, out / CODEC_FILE)
+
+
+def _claim(out: Path, codec: VideoCodec) -> None:
+    """Write ``codec.json`` on the first run; refuse a different codec on later ones."""
+    check_codec_record(out, codec)
+    if not (out / CODEC_FILE).is_file():
+        tmp = out / f".{CODEC_FILE}.{os.getpid()}"
+        tmp.write_text(json.dumps(codec.describe(), indent=2) + "\n")
+        os.replace(tmp, out / CODEC_FILE)
 
 
 def encode_prepared_dataset(root: str | Path, codec: VideoCodec, out: str | Path | None = None,
@@ -116,6 +128,38 @@ def encode_prepared_dataset(root: str | Path, codec: VideoCodec, out: str | Path
     return summary
 
 
+def latent_shape_of(root: str | Path, num_frames: Mapping[str, int]) -> tuple[int, int, int]:
+    """``(C, h, w)`` of the latents of the items ``key -> number of frames`` under ``root``.
+
+    Raises CmmdError naming the items whose ``latents.npy`` is missing, does not hold one latent
+    per frame, or differs in shape from the others, and how to (re-)encode them.
+    """
+    root = Path(root)
+    record = read_codec_record(root)
+    spec = (record.get("spec") or record["name"]) if record else "SPEC"
+    missing, wrong, shapes = [], [], set()
+    for key, frames in num_frames.items():
+        path = root / "items" / key / LATENTS_FILE
+        if not path.is_file():
+            missing.append(key)
+            continue
+        latents = np.load(path, mmap_mode="r")
+        if latents.ndim != 4 or len(latents) != frames:
+            wrong.append(f"{key} {tuple(latents.shape)} for {frames} frames")
+        else:
+            shapes.add(tuple(int(v) for v in latents.shape[1:]))
+    if missing:
+        raise CmmdError(f"{root}: {len(missing)} item(s) have no {LATENTS_FILE} (e.g. {', '.join(missing[:3])}); "
+                        f"encode them with `cmmd vae encode {root} --codec {spec}` (it skips finished items)")
+    if wrong:
+        raise CmmdError(f"{root}: {LATENTS_FILE} of {len(wrong)} item(s) is not one (C, h, w) latent per frame: "
+                        f"{'; '.join(wrong[:3])}; delete those files and run `cmmd vae encode {root} --codec {spec}`")
+    if len(shapes) != 1:
+        raise CmmdError(f"{root}: items hold latents of different shapes {sorted(shapes)}; re-encode them all "
+                        "with one codec")
+    return shapes.pop()
+
+
 def load_latent_clip(item_dir: str | Path, frame: int, clip_frames: int) -> torch.Tensor:
     """float32 ``(clip_frames, C, h, w)`` latents of ``item_dir`` from video frame ``frame`` on."""
     path = Path(item_dir) / LATENTS_FILE
@@ -127,5 +171,5 @@ def load_latent_clip(item_dir: str | Path, frame: int, clip_frames: int) -> torc
     return torch.from_numpy(np.array(latents[frame:frame + clip_frames], dtype=np.float32))
 
 
-__all__ = ["CODEC_FILE", "LATENTS_FILE", "EncodeSummary", "encode_prepared_dataset", "load_latent_clip",
-           "read_codec_record"]
+__all__ = ["CODEC_FILE", "LATENTS_FILE", "EncodeSummary", "check_codec_record", "encode_prepared_dataset",
+           "latent_shape_of", "load_latent_clip", "read_codec_record"]
