@@ -1,0 +1,374 @@
+"""Study configs: one training base, systems as overrides of it, one budget, a test set, an evaluation.
+
+A study YAML (``configs/study_*.yaml``) sets the fields of :class:`StudyConfig`. ``base`` holds
+TrainConfig fields shared by every system; each system's ``train`` maps *dotted* TrainConfig
+keys to values that replace the base's value at that key (``diffusion.loss.eta: 1.0e-4``,
+``model: {preset: mmdiffusion-tiny, overrides: {}}`` replaces the whole model section). A file
+may start from another with ``extends: other.yaml`` (path relative to the file): mappings are
+merged key by key, everything else replaced, so a sweep config adds systems to a study and
+reuses its trained runs. Command-line overrides use dotted keys as well
+(``budget.minutes=2``, ``test.clips=4``, ``systems.cmmd.train.diffusion.loss.eta=1e-3``: after
+``systems.<name>.train.`` the rest is one TrainConfig key). Everything is checked, naming the
+key, before any work starts.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import re
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+import yaml
+
+from cmmd.config import ConfigError, from_dict
+from cmmd.errors import CmmdError
+from cmmd.eval.evaluate import METRICS
+from cmmd.pipeline import SamplingSettings
+from cmmd.train.config import TrainConfig
+from cmmd.train.loop import build_model
+
+STUDY_OWNED = ("out_dir", "max_minutes", "data.root")  # set by the study for every system
+SYSTEM_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+MAX_EXTENDS = 8
+FLOAT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
+
+
+@dataclass(frozen=True)
+class Budget:
+    """A system's training budget: ``steps`` optimizer steps (steps x batch then equal across
+    systems) or ``minutes`` of wall-clock training (``TrainConfig.max_minutes``; ``base.steps``
+    stays the step cap and the learning-rate schedule's horizon). Exactly one is set."""
+
+    steps: int | None = None
+    minutes: float | None = None
+
+    def __post_init__(self) -> None:
+        if (self.steps is None) == (self.minutes is None):
+            raise ConfigError(f"budget: set exactly one of steps and minutes, got steps={self.steps}, "
+                              f"minutes={self.minutes}")
+        if self.steps is not None and self.steps < 1:
+            raise ConfigError(f"budget.steps must be >= 1, got {self.steps}")
+        if self.minutes is not None and self.minutes <= 0:
+            raise ConfigError(f"budget.minutes must be > 0, got {self.minutes}")
+
+    def describe(self) -> str:
+        return f"{self.steps} steps" if self.steps is not None else f"{self.minutes:g} min wall clock"
+
+
+@dataclass
+class TrainingSet:
+    """The synthetic training set: ``clips`` clips of ``seconds`` s of ``scene`` at ``size`` px,
+    clip seeds from ``seed`` (``cmmd.data.synth.write_benchmark``), prepared into windows of the
+    base's ``data.clip_frames``."""
+
+    scene: Literal["impacts"] = "impacts"
+    clips: int = 400
+    seconds: float = 3.6
+    size: int = 32
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.clips < 2 or self.seconds <= 0 or self.size < 8:
+            raise ConfigError(f"data: need clips >= 2, seconds > 0 and size >= 8, got {self}")
+
+
+@dataclass
+class TestSet:
+    """Held-out *impacts* clips (``cmmd.demo.make_test_clips`` seeds): how many, how long, and
+    how many go through the sampler at once."""
+
+    clips: int = 16
+    seconds: float = 1.8
+    batch: int = 8
+
+    def __post_init__(self) -> None:
+        if self.clips < 2 or self.seconds < 1.0 or self.batch < 1:
+            raise ConfigError(f"test: need clips >= 2, seconds >= 1.0 (beat tracking) and batch >= 1, got {self}")
+
+
+@dataclass
+class SystemSpec:
+    """One system: a label for tables, dotted TrainConfig overrides of the base, how it samples,
+    and optionally its own budget (default: the study's)."""
+
+    label: str = ""
+    train: dict[str, Any] = field(default_factory=dict)
+    sampling: SamplingSettings = field(default_factory=SamplingSettings)
+    budget: Budget | None = None
+
+
+@dataclass
+class Evaluation:
+    """What ``cmmd.eval.evaluate`` computes (audio metrics on v2a outputs, video metrics on a2v
+    outputs, sync and offset on both) and its statistics settings."""
+
+    metrics: tuple[str, ...] = METRICS
+    fad_embedder: str = "crepe-tiny"
+    sync_tolerance: float = 0.1
+    n_boot: int = 2000
+    set_boot: int = 100
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        unknown = sorted(set(self.metrics) - set(METRICS))
+        if unknown or not self.metrics:
+            raise ConfigError(f"evaluation.metrics: unknown {unknown or '(none given)'}; choose from {list(METRICS)}")
+
+
+@dataclass
+class LambdaSweep:
+    """Re-sample one trained system at several reconstruction-guidance strengths (Eq. 3's lambda)
+    with the known modality given as ``known_level`` (the paper's re-noised replacement)."""
+
+    system: str = "cmmd"
+    values: tuple[float, ...] = ()
+    known_level: Literal["renoised", "clean"] = "renoised"
+
+    def __post_init__(self) -> None:
+        if any(v < 0 for v in self.values) or len(set(self.values)) != len(self.values):
+            raise ConfigError(f"lambda_sweep.values must be distinct and >= 0, got {list(self.values)}")
+
+
+@dataclass
+class StudyConfig:
+    """A whole study; ``systems`` maps a name (a folder name) to a :class:`SystemSpec`."""
+
+    title: str = "cmmd study"
+    out: str = "outputs/study"
+    data: TrainingSet = field(default_factory=TrainingSet)
+    test: TestSet = field(default_factory=TestSet)
+    base: dict[str, Any] = field(default_factory=dict)
+    budget: Budget | None = None
+    systems: dict[str, SystemSpec] = field(default_factory=dict)
+    compare: list[tuple[str, str]] = field(default_factory=list)
+    evaluation: Evaluation = field(default_factory=Evaluation)
+    lambda_sweep: LambdaSweep = field(default_factory=LambdaSweep)
+    parallel: int = 1
+    threads: int = 1
+
+    def budget_of(self, name: str) -> Budget:
+        """The system's own budget, else the study's."""
+        budget = self.systems[name].budget or self.budget
+        assert budget is not None  # checked in validate()
+        return budget
+
+    def label_of(self, name: str) -> str:
+        return self.systems[name].label or name
+
+
+# ----------------------------------------------------------------------------- reading
+
+
+def _merge(parent: dict[str, Any], child: dict[str, Any], path: str = "") -> dict[str, Any]:
+    """``child`` over ``parent``: mappings merged key by key, except a system's dotted ``train``
+    keys, whose values replace (as they do over the base)."""
+    out = dict(parent)
+    for key, value in child.items():
+        here = f"{path}{key}"
+        dotted_leaf = re.fullmatch(r"systems\.[^.]+\.train\..+", here) is not None
+        if isinstance(value, dict) and isinstance(out.get(key), dict) and not dotted_leaf:
+            out[key] = _merge(out[key], value, f"{here}.")
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def _read_yaml(path: Path, depth: int = 0) -> dict[str, Any]:
+    """The mapping in ``path`` with its ``extends`` chain resolved."""
+    if depth > MAX_EXTENDS:
+        raise ConfigError(f"{path}: more than {MAX_EXTENDS} levels of `extends` (a cycle?)")
+    if not path.is_file():
+        raise ConfigError(f"config file {path} does not exist")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config file {path} is not valid YAML: {exc}") from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path} must hold a mapping at the top level")
+    parent = data.pop("extends", None)
+    if parent is None:
+        return data
+    if not isinstance(parent, str):
+        raise ConfigError(f"{path}: extends must be a path to another study config, got {parent!r}")
+    return _merge(_read_yaml(path.parent / parent, depth + 1), data)
+
+
+def set_dotted(data: dict[str, Any], key: str, value: Any, where: str) -> None:
+    """``data[a][b][c] = value`` for ``key = "a.b.c"``, creating sections; ``where`` names the key in errors."""
+    parts = key.split(".")
+    if not all(parts):
+        raise ConfigError(f"{where}: {key!r} is not a dotted key")
+    node = data
+    for i, part in enumerate(parts[:-1]):
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"{where}: {'.'.join(parts[: i + 1])} is not a section, cannot set {key}")
+    node[parts[-1]] = copy.deepcopy(value)
+
+
+def apply_study_overrides(data: dict[str, Any], overrides: list[str]) -> None:
+    """Apply ``key=value`` overrides (values parsed as YAML); ``systems.<name>.train.<dotted key>``
+    sets one TrainConfig key of that system."""
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r} is not of the form key=value")
+        key, raw = item.split("=", 1)
+        try:
+            value = yaml.safe_load(raw)
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"override {key}: value {raw!r} is not valid YAML ({exc})") from None
+        if isinstance(value, str) and FLOAT.fullmatch(value):  # YAML 1.1 reads 1e-3 as a string
+            value = float(value)
+        match = re.fullmatch(r"systems\.([^.]+)\.train\.(.+)", key)
+        if match:
+            system = data.setdefault("systems", {}).get(match[1])
+            if not isinstance(system, dict):
+                raise ConfigError(f"override {key}: no system {match[1]!r} in the config")
+            system.setdefault("train", {})[match[2]] = value
+        else:
+            set_dotted(data, key, value, f"override {key}")
+
+
+def load_study_config(path: str | Path, overrides: list[str] | None = None) -> StudyConfig:
+    """Read, merge ``extends``, apply overrides and validate (:func:`validate`)."""
+    data = _read_yaml(Path(path))
+    apply_study_overrides(data, overrides or [])
+    return study_from_dict(data, str(path))
+
+
+def study_from_dict(data: dict[str, Any], where: str = "study config") -> StudyConfig:
+    """A validated :class:`StudyConfig` from a plain mapping."""
+    raw = copy.deepcopy(data)
+    systems = raw.pop("systems", {}) or {}
+    if not isinstance(systems, dict):
+        raise ConfigError(f"{where}: systems must be a mapping of name -> system")
+    try:
+        cfg = from_dict(StudyConfig, raw)
+        for name, spec in systems.items():
+            cfg.systems[str(name)] = _system_from_dict(str(name), spec)
+    except ConfigError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
+    validate(cfg)
+    return cfg
+
+
+def _system_from_dict(name: str, spec: Any) -> SystemSpec:
+    if not isinstance(spec, dict):
+        raise ConfigError(f"systems.{name}: expected a mapping of SystemSpec fields, got {spec!r}")
+    try:
+        return from_dict(SystemSpec, spec, prefix=f"systems.{name}.")
+    except ConfigError as exc:
+        message = str(exc)
+        raise ConfigError(message if f"systems.{name}" in message else f"systems.{name}.{message}") from None
+
+
+# ----------------------------------------------------------------------------- checks and resolution
+
+
+def validate(cfg: StudyConfig) -> None:
+    """Everything that can be checked before any data or training: names, budgets, every
+    system's TrainConfig and model, comparisons, the lambda sweep."""
+    if not cfg.systems:
+        raise ConfigError("systems: the study lists no system")
+    if cfg.parallel < 1 or cfg.threads < 1:
+        raise ConfigError(f"parallel and threads must be >= 1, got {cfg.parallel} and {cfg.threads}")
+    for key in STUDY_OWNED:
+        if _has_dotted(cfg.base, key):
+            raise ConfigError(f"base.{key}: set by the study (runs go to OUT/runs/<system>, data to OUT/prepared, "
+                              "time through budget.minutes); remove it")
+    try:
+        from_dict(TrainConfig, cfg.base)
+    except (ConfigError, CmmdError) as exc:
+        raise ConfigError(f"base: {exc}") from None
+    for name, spec in cfg.systems.items():
+        if not SYSTEM_NAME.match(name):
+            raise ConfigError(f"systems.{name}: a system name must be letters, digits, '.', '_' or '-' "
+                              "(it names a folder)")
+        if spec.budget is None and cfg.budget is None:
+            raise ConfigError(f"systems.{name}.budget: no budget; set budget.steps or budget.minutes for the "
+                              "study or for this system")
+        for key in spec.train:
+            if key == "steps" or any(key == k or key.startswith(f"{k}.") for k in STUDY_OWNED):
+                raise ConfigError(f"systems.{name}.train.{key}: set by the study (use budget.steps / budget.minutes)")
+        if spec.sampling.steps < 1 or spec.sampling.guidance_scale < 0:
+            raise ConfigError(f"systems.{name}.sampling: need steps >= 1 and guidance_scale >= 0, got "
+                              f"{spec.sampling.steps} and {spec.sampling.guidance_scale}")
+        train_config(cfg, name, Path("OUT"))
+    for a, b in cfg.compare:
+        for side in (a, b):
+            if side not in cfg.systems:
+                raise ConfigError(f"compare: unknown system {side!r}; systems are {', '.join(cfg.systems)}")
+        if a == b:
+            raise ConfigError(f"compare: {a!r} is compared with itself")
+    if cfg.lambda_sweep.values and cfg.lambda_sweep.system not in cfg.systems:
+        raise ConfigError(f"lambda_sweep.system: unknown system {cfg.lambda_sweep.system!r}; systems are "
+                          f"{', '.join(cfg.systems)}")
+
+
+def _has_dotted(data: dict[str, Any], key: str) -> bool:
+    node: Any = data
+    for part in key.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return False
+        node = node[part]
+    return True
+
+
+def system_train_dict(cfg: StudyConfig, name: str) -> dict[str, Any]:
+    """The user-level TrainConfig mapping of a system: base, then its overrides, then its budget.
+    Stored with each run and compared on reuse (TrainConfig defaults are not part of it)."""
+    data = copy.deepcopy(cfg.base)
+    for key, value in cfg.systems[name].train.items():
+        set_dotted(data, key, value, f"systems.{name}.train.{key}")
+    budget = cfg.budget_of(name)
+    if budget.steps is not None:
+        data["steps"] = budget.steps
+    return data
+
+
+def train_config(cfg: StudyConfig, name: str, out: Path) -> TrainConfig:
+    """The system's TrainConfig: its :func:`system_train_dict` with the run in ``out/runs/<name>``,
+    the data in ``out/prepared`` and ``max_minutes`` from a minutes budget. The model is built on
+    the meta device to check its preset and overrides."""
+    data = system_train_dict(cfg, name)
+    data["out_dir"] = str(out / "runs" / name)
+    data.setdefault("data", {})["root"] = str(out / "prepared")
+    minutes = cfg.budget_of(name).minutes
+    data["max_minutes"] = minutes if minutes is not None else 0.0
+    try:
+        train_cfg = from_dict(TrainConfig, data)
+        with torch.device("meta"):
+            build_model(train_cfg)
+    except (ConfigError, CmmdError) as exc:
+        raise ConfigError(f"systems.{name}.train: {exc}") from None
+    return train_cfg
+
+
+def base_train_config(cfg: StudyConfig) -> TrainConfig:
+    """The base alone as a TrainConfig (its training window, for one)."""
+    return from_dict(TrainConfig, cfg.base)
+
+
+def base_fingerprint(cfg: StudyConfig) -> dict[str, Any]:
+    """What every run of an OUT folder must share: the training set and the base, with its digest."""
+    content = {"data": asdict(cfg.data), "base": cfg.base}
+    digest = hashlib.sha256(json.dumps(content, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    return {"digest": digest, **content}
+
+
+def flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{"a": {"b": 1}} -> {"a.b": 1}`` (lists and scalars are leaves)."""
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        if isinstance(value, dict) and value:
+            out.update(flatten(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out

@@ -1,0 +1,311 @@
+"""Running a study: from a :class:`StudyConfig` to ``study.md`` / ``study.json``.
+
+Layout of ``OUT``::
+
+    study_base.json                  training set + base of this folder (other bases are refused)
+    train_clips/ prepared/           synthetic training set and its shards
+    test_clips/<name>.mp4|.json      held-out clips with their ground truth
+    runs/<system>/                   a training run; study_done.json once it reached its budget
+    generated/<system>/<mode>/       <name>.mp4 (v2a: real video + generated audio; a2v: real
+                                     audio + generated video) and done.json; a lambda sweep in
+                                     generated/<system>/lambda_<value>/<mode>/
+    evaluation/<same as generated>/  metrics.json of ``cmmd.eval.evaluate``
+    logs/<task>.log                  each task's output
+    study.md, study.json             the tables
+
+Order of work: check the config and every run in OUT (refusing mismatches before anything
+runs), make the training set and test clips, then train, generate and evaluate as tasks
+(:mod:`cmmd.study.tasks`), then the tables (:mod:`cmmd.study.tables`).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+
+from cmmd.config import ConfigError
+from cmmd.data.conventions import FPS
+from cmmd.errors import CmmdError
+from cmmd.eval.evaluate import EvalSettings
+from cmmd.study.config import (Budget, StudyConfig, base_fingerprint, base_train_config, flatten, system_train_dict,
+                               train_config)
+from cmmd.study.report import build_report, eta_of
+from cmmd.study.tasks import (DONE, SYSTEM_FILE, EvaluateJob, GenerateJob, Mode, Progress, Task, TrainJob,
+                              evaluate_clips, generate_clips, read_json, run_tasks, train_system, write_json)
+from cmmd.train.config import TrainConfig
+
+MODES: tuple[Mode, ...] = ("v2a", "a2v")
+# Which metrics read which output: audio metrics the generated audio of v2a outputs, video
+# metrics the generated frames of a2v outputs; sync and offset apply to both.
+MODE_METRICS: dict[Mode, tuple[str, ...]] = {"v2a": ("fad", "beat", "sync", "offset"),
+                                             "a2v": ("fvd", "kvd", "sync", "offset")}
+
+
+# ----------------------------------------------------------------------------- OUT and training plans
+
+
+def claim_out(cfg: StudyConfig, out: Path) -> None:
+    """Record this study's training set and base in ``out``, or refuse a folder made with others."""
+    mine = base_fingerprint(cfg)
+    theirs = read_json(out / "study_base.json")
+    if theirs is None:
+        write_json(out / "study_base.json", mine)
+        return
+    if theirs["digest"] != mine["digest"]:
+        a, b = flatten({k: theirs[k] for k in ("data", "base")}), flatten({k: mine[k] for k in ("data", "base")})
+        diff = [f"{k}: {a.get(k, '(unset)')!r} there, {b.get(k, '(unset)')!r} here"
+                for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
+        raise CmmdError(f"{out} holds a study with another training set or base config ({'; '.join(diff[:5])}); "
+                        "its runs would not be comparable: choose another --out")
+
+
+@dataclass(frozen=True)
+class TrainPlan:
+    """What to do with a system's run: ``reuse`` (complete), ``train`` (fresh) or ``resume``."""
+
+    action: Literal["reuse", "train", "resume"]
+    done: dict[str, Any] | None = None
+
+
+def plan_training(cfg: StudyConfig, out: Path, resume: bool) -> dict[str, TrainPlan]:
+    """Decide per system, before any work, whether its run is reused, trained or resumed;
+    refuse runs made with another config and interrupted runs without ``--resume``."""
+    from cmmd.train.checkpoint import latest_checkpoint
+
+    plans = {}
+    for name in cfg.systems:
+        run_dir = out / "runs" / name
+        identity = system_train_dict(cfg, name)
+        recorded = read_json(run_dir / SYSTEM_FILE)
+        if recorded is not None and recorded["identity"] != identity:
+            a, b = flatten(recorded["identity"]), flatten(identity)
+            diff = [f"{k}: {a.get(k, '(unset)')!r} there, {b.get(k, '(unset)')!r} here"
+                    for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
+            raise CmmdError(f"systems.{name}: {run_dir} was trained with another config ({'; '.join(diff[:5])}); "
+                            "rename the system or choose another --out")
+        budget = cfg.budget_of(name)
+        done = read_json(run_dir / DONE)
+        checkpoint = latest_checkpoint(run_dir)
+        if done is not None:
+            trained = Budget(**done["budget"])
+            if trained == budget:
+                plans[name] = TrainPlan("reuse", done)
+                continue
+            more_time = trained.minutes is not None and budget.minutes is not None and budget.minutes > trained.minutes
+            if not more_time:
+                raise CmmdError(f"systems.{name}: {run_dir} was trained for {trained.describe()}, the budget is now "
+                                f"{budget.describe()}; choose another --out")
+            if not resume:
+                raise CmmdError(f"systems.{name}: {run_dir} was trained for {trained.describe()}, the budget is now "
+                                f"{budget.describe()}; pass --resume to continue it")
+            plans[name] = TrainPlan("resume")
+        elif checkpoint is not None:
+            if not resume:
+                raise CmmdError(f"systems.{name}: {run_dir} was interrupted (checkpoint {checkpoint.name}); pass "
+                                "--resume to continue it")
+            plans[name] = TrainPlan("resume")
+        else:
+            plans[name] = TrainPlan("train")
+    return plans
+
+
+# ----------------------------------------------------------------------------- data
+
+
+def prepare_training_set(cfg: StudyConfig, out: Path, train_cfgs: dict[str, TrainConfig]) -> None:
+    """Synthesise and prepare the training set (both resume), then check every system against it."""
+    from cmmd.data.prepare import PrepareSettings, prepare_dataset
+    from cmmd.data.synth import write_benchmark
+    from cmmd.train.loop import check_config
+
+    d = cfg.data
+    write_benchmark(out / "train_clips", d.scene, d.clips, seed=d.seed, duration=d.seconds, size=d.size,
+                    workers=cfg.parallel)
+    # The shards hold whole clips and training cuts windows anywhere in them; the prepared index
+    # is made for the base's window length, as `cmmd demo --train` does.
+    clip_seconds = base_train_config(cfg).data.clip_frames / FPS
+    prepare_dataset(out / "train_clips", out / "prepared", PrepareSettings(size=d.size, clip_seconds=clip_seconds),
+                    workers=cfg.parallel, progress=False)
+    for name, train_cfg in train_cfgs.items():
+        try:
+            check_config(train_cfg, 1)
+        except (CmmdError, ConfigError) as exc:
+            raise CmmdError(f"systems.{name}.train: {exc}") from None
+
+
+def prepare_test_clips(cfg: StudyConfig, out: Path) -> tuple[Path, list[str]]:
+    """The held-out clips (``cmmd.demo.make_test_clips``), made once per test spec."""
+    from cmmd.demo import TEST_SEED, make_test_clips
+
+    folder = out / "test_clips"
+    spec = {"clips": cfg.test.clips, "seconds": cfg.test.seconds, "size": cfg.data.size, "seed": TEST_SEED}
+    marker = folder / "study_test.json"
+    recorded = read_json(marker)
+    if recorded is not None and recorded["spec"] == spec:
+        return folder, recorded["names"]
+    if folder.exists():
+        shutil.rmtree(folder)
+    names = make_test_clips(folder, cfg.test.clips, cfg.test.seconds, cfg.data.size)
+    write_json(marker, {"spec": spec, "names": names})
+    return folder, names
+
+
+
+
+# ----------------------------------------------------------------------------- metrics and tasks
+
+
+def available_metrics(cfg: StudyConfig) -> tuple[tuple[str, ...], list[str]]:
+    """The configured metrics whose feature networks are in the cache, and a skip note per other."""
+    from cmmd.eval.embedders import get_embedder
+    from cmmd.weights import crepe_weights_path, i3d_weights_path
+
+    wanted = list(cfg.evaluation.metrics)
+    notes = []
+    if {"fvd", "kvd"} & set(wanted):
+        try:
+            i3d_weights_path()
+        except CmmdError as exc:
+            wanted = [m for m in wanted if m not in ("fvd", "kvd")]
+            notes.append(f"FVD/KVD skipped: {exc}")
+    if "fad" in wanted:
+        spec = cfg.evaluation.fad_embedder
+        try:
+            if spec in ("crepe-tiny", "crepe-full"):
+                crepe_weights_path(spec.split("-")[1])
+            else:
+                get_embedder(spec)
+        except CmmdError as exc:
+            wanted.remove("fad")
+            notes.append(f"FAD skipped: {exc}")
+    return tuple(wanted), notes
+
+
+def eval_settings(cfg: StudyConfig, metrics: tuple[str, ...], mode: Mode) -> EvalSettings:
+    """Settings of the evaluation of ``mode`` outputs: the metrics that read that output."""
+    ev = cfg.evaluation
+    return EvalSettings(metrics=tuple(m for m in metrics if m in MODE_METRICS[mode]), fad_embedder=ev.fad_embedder,
+                        sync_tolerance=ev.sync_tolerance, n_boot=ev.n_boot, set_boot=ev.set_boot, seed=ev.seed)
+
+
+def _device(train_cfg: TrainConfig) -> str:
+    if train_cfg.device != "auto":
+        return train_cfg.device
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+@dataclass(frozen=True)
+class Output:
+    """One set of generated outputs to make and score: a system, a sampling, a folder tag."""
+
+    system: str
+    tag: str  # "" for the system's own sampling, "lambda_<v>" in the lambda sweep
+    sampling: Any
+
+    def folder(self, root: Path, mode: Mode) -> Path:
+        return root / self.system / self.tag / mode if self.tag else root / self.system / mode
+
+    def key(self, what: str, mode: Mode) -> str:
+        return f"{what} {self.system}{' ' + self.tag if self.tag else ''} {mode}"
+
+
+def build_tasks(cfg: StudyConfig, out: Path, plans: dict[str, TrainPlan], train_cfgs: dict[str, TrainConfig],
+                outputs: list[Output], clips: Path, names: list[str], metrics: tuple[str, ...]) -> list[Task]:
+    """Trainings, then generations, then evaluations (the order in which ready tasks start)."""
+    logs = out / "logs"
+    trains, gens, evals = [], [], []
+    for name, plan in plans.items():
+        if plan.action != "reuse":
+            trains.append(Task(f"train {name}", train_system,
+                               TrainJob(name, train_cfgs[name], cfg.budget_of(name), system_train_dict(cfg, name),
+                                        plan.action == "resume"), logs / f"train_{name}.log"))
+    trained = {t.job.system for t in trains}
+    clip_spec = {"clips": cfg.test.clips, "seconds": cfg.test.seconds, "size": cfg.data.size}
+    for o in outputs:
+        for mode in MODES:
+            after = (f"train {o.system}",) if o.system in trained else ()
+            gen_key = o.key("generate", mode)
+            gens.append(Task(gen_key, generate_clips, GenerateJob(
+                str(out / "runs" / o.system), mode, o.sampling, str(clips), tuple(names), clip_spec,
+                str(o.folder(out / "generated", mode)), cfg.test.batch, _device(train_cfgs[o.system])),
+                logs / f"{gen_key.replace(' ', '_')}.log", after))
+            eval_key = o.key("evaluate", mode)
+            evals.append(Task(eval_key, evaluate_clips, EvaluateJob(
+                str(o.folder(out / "generated", mode)), str(clips), str(o.folder(out / "evaluation", mode)),
+                eval_settings(cfg, metrics, mode)), logs / f"{eval_key.replace(' ', '_')}.log", (gen_key,)))
+    reference = EvaluateJob(str(clips), str(clips), str(out / "evaluation" / "real_clips"),
+                            replace(eval_settings(cfg, metrics, "v2a"), metrics=("sync",)))
+    evals.append(Task("evaluate real clips", evaluate_clips, reference, logs / "evaluate_real_clips.log"))
+    return trains + gens + evals
+
+
+def _describe(task: Task, result: dict[str, Any]) -> str:
+    """One line about a finished task for the progress log."""
+    if task.fn is train_system:
+        return f"{result['steps']} steps in {result['train_minutes']:.1f} min"
+    if task.fn is generate_clips:
+        return f"{'reused, ' if result['reused'] else ''}{result['seconds_per_clip']:.2f} s/clip"
+    mode = task.key.rsplit(" ", 1)[-1]
+    keys = [f"sync_{mode}_f1"] if mode in MODES else ["sync_v2a_f1", "sync_a2v_f1"]
+    return ", ".join(f"{k} {result['metrics'][k]['point']:.3f}" for k in keys if k in result["metrics"]) or "done"
+
+
+# ----------------------------------------------------------------------------- the study
+
+
+def _own_metrics(metrics: dict[str, Any], mode: Mode) -> dict[str, Any]:
+    """The metrics of ``mode`` outputs without the other direction's sync scores, which score the
+    real half of the file (the v2a file's frames are the condition, not an output)."""
+    other = "a2v" if mode == "v2a" else "v2a"
+    return {k: v for k, v in metrics.items() if not k.startswith(f"sync_{other}_")}
+
+
+def run_study(cfg: StudyConfig, out: Path, resume: bool = False, command: str = "cmmd study",
+              say: Callable[[str], None] = print) -> dict[str, Any]:
+    """Run (or complete) the study into ``out``; returns what ``study.json`` holds."""
+    started, load_start = time.time(), os.getloadavg()
+    out.mkdir(parents=True, exist_ok=True)
+    train_cfgs = {name: train_config(cfg, name, out) for name in cfg.systems}
+    claim_out(cfg, out)
+    plans = plan_training(cfg, out, resume)
+    metrics, notes = available_metrics(cfg)
+    for note in notes:
+        say(f"note: {note}")
+    say(f"study: {len(cfg.systems)} systems ({', '.join(f'{n}: {p.action}' for n, p in plans.items())}); "
+        f"{cfg.parallel} process(es) x {cfg.threads} thread(s); output in {out}")
+    prepare_training_set(cfg, out, train_cfgs)
+    clips, names = prepare_test_clips(cfg, out)
+    outputs = [Output(name, "", spec.sampling) for name, spec in cfg.systems.items()]
+    sweep = cfg.lambda_sweep
+    sweep_outputs = [Output(sweep.system, f"lambda_{value:g}",
+                            replace(cfg.systems[sweep.system].sampling, guidance_scale=value,
+                                    known_level=sweep.known_level)) for value in sweep.values]
+    tasks = build_tasks(cfg, out, plans, train_cfgs, outputs + sweep_outputs, clips, names, metrics)
+    results = run_tasks(tasks, cfg.parallel, cfg.threads, Progress(say, _describe))
+
+    done = {name: plans[name].done or results[f"train {name}"] for name in cfg.systems}
+
+    def row(o: Output, label: str) -> dict[str, Any]:
+        gen = {mode: results[o.key("generate", mode)] for mode in MODES}
+        ev = {mode: results[o.key("evaluate", mode)] for mode in MODES}
+        return {"system": o.system, "label": label, "steps": done[o.system]["steps"],
+                "train_minutes": done[o.system]["train_minutes"], "budget": done[o.system]["budget"],
+                "sampling": asdict(o.sampling), "known_level": {m: gen[m]["known_level"] for m in MODES},
+                "sampling_seconds": {m: gen[m]["seconds_per_clip"] for m in MODES},
+                "metrics": {m: _own_metrics(ev[m]["metrics"], m) for m in MODES},
+                "metrics_json": {m: str(o.folder(out / "evaluation", m) / "metrics.json") for m in MODES},
+                "eta": eta_of(train_cfgs[o.system]), "contrastive": train_cfgs[o.system].diffusion.loss.contrastive}
+
+    rows = {o.system: row(o, cfg.label_of(o.system)) for o in outputs}
+    lambda_rows = [{**row(o, cfg.label_of(o.system)), "lambda": o.sampling.guidance_scale} for o in sweep_outputs]
+    real = results["evaluate real clips"]
+    reference = {"label": "real clips", "metrics": {"v2a": real["metrics"], "a2v": real["metrics"]}}
+    return build_report(cfg, out, rows, lambda_rows, reference, train_cfgs, notes, command,
+                        {"started": started, "load_start": load_start}, say)

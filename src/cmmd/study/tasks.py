@@ -1,0 +1,296 @@
+"""A study's units of work and the scheduler that runs them in worker processes.
+
+Three task functions, each taking one picklable job and safe to re-run: :func:`train_system`
+(to the budget, resuming where a run stopped), :func:`generate_clips` (v2a or a2v outputs of
+the held-out clips, reused when its ``done.json`` matches) and :func:`evaluate_clips`
+(``cmmd.eval.evaluate``, whose features are cached by content). :func:`run_tasks` runs them on
+``parallel`` worker processes of ``threads`` torch threads each (inline when ``parallel == 1``),
+each task once the tasks it needs are done, in the order given (trainings first).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+import traceback
+from collections.abc import Callable, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from contextlib import redirect_stderr, redirect_stdout
+from dataclasses import asdict, dataclass, field, replace
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+
+from cmmd.config import ConfigError
+from cmmd.errors import CmmdError
+from cmmd.eval.evaluate import EvalSettings, evaluate, write_metrics
+from cmmd.pipeline import SamplingSettings
+from cmmd.study.config import Budget
+from cmmd.train.config import TrainConfig
+
+Mode = Literal["v2a", "a2v"]
+DONE = "study_done.json"
+SYSTEM_FILE = "study_system.json"
+SEGMENTS = "study_segments.json"
+
+
+def read_json(path: Path) -> Any:
+    """The JSON in ``path``, or None if there is no such file."""
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def write_json(path: Path, data: Any) -> None:
+    """Atomic write, so an interrupted study never leaves half a marker."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(data, indent=1, default=str))
+    tmp.replace(path)
+
+
+# ----------------------------------------------------------------------------- tasks (run in workers)
+
+
+@dataclass(frozen=True)
+class TrainJob:
+    """Train (or resume) one system to its budget."""
+
+    system: str
+    config: TrainConfig
+    budget: Budget
+    identity: dict[str, Any]
+    resume: bool
+
+
+def _checkpoint_time(checkpoint: Path) -> float:
+    return (checkpoint / "state.json").stat().st_mtime
+
+
+def train_system(job: TrainJob) -> dict[str, Any]:
+    """Train until the budget is spent; write ``study_done.json`` (steps reached, wall minutes).
+
+    Wall time is counted over segments: a resumed run keeps the time up to its last checkpoint
+    (the work after it was lost) and gets the rest of a minutes budget.
+    """
+    from cmmd.train.checkpoint import latest_checkpoint, read_info
+    from cmmd.train.loop import train
+
+    run_dir = Path(job.config.out_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    write_json(run_dir / SYSTEM_FILE, {"identity": job.identity})
+    checkpoint = latest_checkpoint(run_dir) if job.resume else None
+    start_step = read_info(checkpoint).step if checkpoint is not None else 0
+    segments: list[dict[str, float]] = (read_json(run_dir / SEGMENTS) or []) if checkpoint is not None else []
+    if segments and segments[-1].get("end") is None:  # the segment that was interrupted
+        last = segments[-1]
+        last["end"] = _checkpoint_time(checkpoint) if checkpoint and start_step > last["from_step"] else last["start"]
+    used = sum(s["end"] - s["start"] for s in segments) / 60
+    cfg = job.config
+    remaining = None
+    if job.budget.minutes is not None:
+        remaining = job.budget.minutes - used
+        cfg = replace(cfg, max_minutes=max(remaining, 1e-3))
+    start = time.time()
+    segments.append({"start": start, "from_step": start_step, "end": None})
+    write_json(run_dir / SEGMENTS, segments)
+    print(f"study: training {job.system} from step {start_step}, {used:.2f} min used, budget {job.budget.describe()}")
+    step = start_step
+    if remaining is None or remaining > 0:
+        step = train(cfg, resume=checkpoint is not None, progress=False).step
+    end = time.time()
+    segments[-1]["end"] = end
+    write_json(run_dir / SEGMENTS, segments)
+    minutes = used + (end - start) / 60
+    complete = step >= cfg.steps or (remaining is not None and end - start >= remaining * 60)
+    if not complete:
+        raise CmmdError(f"training of {job.system} stopped at step {step} before its budget "
+                        f"({job.budget.describe()}); run the study again with --resume to continue it")
+    done = {"system": job.system, "steps": step, "train_minutes": minutes, "budget": asdict(job.budget),
+            "batch_size": cfg.batch_size, "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    write_json(run_dir / DONE, done)
+    return done
+
+
+@dataclass(frozen=True)
+class GenerateJob:
+    """Generate ``mode`` outputs for the test clips ``names`` with the run's EMA weights."""
+
+    run_dir: str
+    mode: Mode
+    sampling: SamplingSettings
+    clips_dir: str
+    names: tuple[str, ...]
+    clip_spec: dict[str, Any]
+    out_dir: str
+    batch: int
+    device: str
+
+
+def generate_clips(job: GenerateJob) -> dict[str, Any]:
+    """Write ``<name>.mp4`` per test clip (v2a: real frames + generated audio; a2v: generated
+    frames + real audio) and ``done.json`` with the sampling time; reused when it matches."""
+    from cmmd.data.media import read_media, write_media
+    from cmmd.pipeline import Pipeline
+    from cmmd.train.checkpoint import read_info
+
+    out = Path(job.out_dir)
+    spec = {"checkpoint_step": read_info(Path(job.run_dir)).step, "sampling": asdict(job.sampling),
+            "names": list(job.names), "clips": job.clip_spec, "batch": job.batch, "mode": job.mode}
+    recorded = read_json(out / "done.json")
+    if recorded is not None and recorded["spec"] == spec:
+        return {**recorded, "reused": True}
+    if out.exists():
+        shutil.rmtree(out)
+    out.mkdir(parents=True)
+    pipe = Pipeline.from_checkpoint(job.run_dir, device=job.device)
+    clips = Path(job.clips_dir)
+    seconds = 0.0
+    for first in range(0, len(job.names), job.batch):
+        names = job.names[first : first + job.batch]
+        media = [read_media(clips / f"{n}.mp4", fps=pipe.fps, sample_rate=pipe.sample_rate, size=pipe.size)
+                 for n in names]
+        frames = np.stack([m.frames for m in media])
+        waves = np.stack([m.audio for m in media])
+        settings = replace(job.sampling, seed=job.sampling.seed + first)  # one seed per batch
+        start = time.perf_counter()
+        if job.mode == "v2a":
+            gen = pipe.generate("v2a", settings, frames=frames)
+        else:
+            gen = pipe.generate("a2v", settings, wave=waves)
+        seconds += time.perf_counter() - start
+        for i, name in enumerate(names):
+            if job.mode == "v2a":
+                wave = gen.wave[i][: waves.shape[1]]
+                write_media(out / f"{name}.mp4", frames[i], wave, pipe.fps, pipe.sample_rate, overwrite=True)
+            else:
+                write_media(out / f"{name}.mp4", gen.frames[i], waves[i], pipe.fps, pipe.sample_rate, overwrite=True)
+    done = {"spec": spec, "seconds": seconds, "seconds_per_clip": seconds / len(job.names), "n": len(job.names),
+            "known_level": gen.settings["known_level"]}
+    write_json(out / "done.json", done)
+    return {**done, "reused": False}
+
+
+@dataclass(frozen=True)
+class EvaluateJob:
+    """``cmmd.eval.evaluate`` of a generated folder against the test clips; metrics.json into ``out``."""
+
+    generated: str
+    reference: str
+    out: str
+    settings: EvalSettings
+
+
+def evaluate_clips(job: EvaluateJob) -> dict[str, Any]:
+    """The evaluation result (as in metrics.json); also written to ``out/metrics.json``."""
+    result = evaluate(job.generated, job.reference, job.settings, explicit_metrics=True, progress=False)
+    write_metrics(result, Path(job.out) / "metrics.json")
+    return result
+
+
+# ----------------------------------------------------------------------------- the scheduler
+
+
+@dataclass(frozen=True)
+class Task:
+    """A unit of work: ``fn(job)`` after the tasks named in ``after``, output in ``log``."""
+
+    key: str
+    fn: Callable[[Any], dict[str, Any]]
+    job: Any
+    log: Path
+    after: tuple[str, ...] = ()
+
+
+def _init_worker(threads: int) -> None:
+    torch.set_num_threads(threads)
+
+
+def _call_logged(fn: Callable[[Any], dict[str, Any]], job: Any, log: Path) -> dict[str, Any]:
+    """``fn(job)`` with its output (and a traceback if it fails) appended to ``log``."""
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with log.open("a") as f, redirect_stdout(f), redirect_stderr(f):
+        print(f"=== {time.strftime('%Y-%m-%d %H:%M:%S')} ===", flush=True)
+        try:
+            return fn(job)
+        except Exception:
+            traceback.print_exc()
+            raise
+
+
+@dataclass
+class Progress:
+    """Prints ``[minutes since start] message``; ``describe(task, result)`` sums up a finished task."""
+
+    say: Callable[[str], None]
+    describe: Callable[[Task, dict[str, Any]], str]
+    start: float = field(default_factory=time.time)
+
+    def __call__(self, message: str) -> None:
+        minutes = (time.time() - self.start) / 60
+        self.say(f"[{minutes:5.1f} min] {message}")
+
+
+def run_tasks(tasks: Sequence[Task], parallel: int, threads: int, progress: Progress) -> dict[str, dict[str, Any]]:
+    """Run ``tasks`` (listed in priority order, dependencies before dependants) on ``parallel``
+    workers; returns each task's result by key. After a failure no new task starts, the running
+    ones finish (a training saves its checkpoint), then a :class:`CmmdError` names the task."""
+    results: dict[str, dict[str, Any]] = {}
+    if parallel == 1:
+        previous = torch.get_num_threads()
+        torch.set_num_threads(threads)
+        try:
+            for task in tasks:
+                progress(f"start {task.key}")
+                results[task.key] = _run_inline(task)
+                progress(f"done  {task.key}: {progress.describe(task, results[task.key])}")
+        finally:
+            torch.set_num_threads(previous)
+        return results
+    env = {k: os.environ.get(k) for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")}
+    os.environ.update({k: str(threads) for k in env})  # spawned workers read these at start
+    failure: tuple[Task, BaseException] | None = None
+    try:
+        with ProcessPoolExecutor(parallel, mp_context=get_context("spawn"), initializer=_init_worker,
+                                 initargs=(threads,)) as pool:
+            pending = list(tasks)
+            running: dict[Future[dict[str, Any]], Task] = {}
+            while pending or running:
+                for task in list(pending):
+                    if failure is not None or len(running) >= parallel:
+                        break
+                    if all(k in results for k in task.after):
+                        pending.remove(task)
+                        running[pool.submit(_call_logged, task.fn, task.job, task.log)] = task
+                        progress(f"start {task.key}")
+                if not running:
+                    break
+                finished, _ = wait(running, return_when=FIRST_COMPLETED)
+                for future in finished:
+                    task = running.pop(future)
+                    try:
+                        results[task.key] = future.result()
+                        progress(f"done  {task.key}: {progress.describe(task, results[task.key])}")
+                    except Exception as exc:  # reported after the running tasks finish
+                        progress(f"FAILED {task.key}: {exc}")
+                        failure = failure or (task, exc)
+    finally:
+        for key, value in env.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+    if failure is not None:
+        task, exc = failure
+        raise CmmdError(f"study task '{task.key}' failed: {exc} (log: {task.log})") from None
+    return results
+
+
+def _run_inline(task: Task) -> dict[str, Any]:
+    try:
+        return _call_logged(task.fn, task.job, task.log)
+    except (CmmdError, ConfigError) as exc:
+        raise CmmdError(f"study task '{task.key}' failed: {exc} (log: {task.log})") from None
