@@ -110,11 +110,10 @@ class Pipeline:
         info = read_info(path)
         cfg = from_dict(TrainConfig, info.config)
         extra = info.extra
-        if codec is None:
-            codec = recorded_codec(extra, device)
-        elif isinstance(codec, str):
+        if isinstance(codec, str):
             codec = load_video_codec(codec, device)
         try:
+            codec = codec or recorded_codec(extra, device)
             codec.check_compatible(extra.get("codec", "pixel"))
         except CmmdError as exc:
             raise CmmdError(f"{path}: {exc}") from None
