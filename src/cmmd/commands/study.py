@@ -1,4 +1,4 @@
-"""``cmmd study CONFIG.yaml [key=value ...] [--out DIR] [--resume] [--lambda-sweep 0,0.5,1,2]``."""
+"""``cmmd study CONFIG.yaml [key=value ...] [--out DIR] [--resume] [--lambda-sweep 0,1,3,10,30]``."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="continue interrupted trainings (and runs whose minutes budget was raised)")
     parser.add_argument("--lambda-sweep", default=None, metavar="VALUES",
                         help="comma-separated guidance strengths to re-sample lambda_sweep.system with "
-                             "(default system: cmmd), e.g. 0,0.5,1,2")
+                             "(default system: cmmd), e.g. 0,1,3,10,30")
 
 
 def _lambdas(text: str) -> list[float]:

@@ -49,12 +49,12 @@ class Budget:
 
     def __post_init__(self) -> None:
         if (self.steps is None) == (self.minutes is None):
-            raise ConfigError(f"budget: set exactly one of steps and minutes, got steps={self.steps}, "
+            raise ConfigError(f"set exactly one of steps and minutes, got steps={self.steps}, "
                               f"minutes={self.minutes}")
         if self.steps is not None and self.steps < 1:
-            raise ConfigError(f"budget.steps must be >= 1, got {self.steps}")
+            raise ConfigError(f"steps must be >= 1, got {self.steps}")
         if self.minutes is not None and self.minutes <= 0:
-            raise ConfigError(f"budget.minutes must be > 0, got {self.minutes}")
+            raise ConfigError(f"minutes must be > 0, got {self.minutes}")
 
     def describe(self) -> str:
         return f"{self.steps} steps" if self.steps is not None else f"{self.minutes:g} min wall clock"
@@ -116,8 +116,10 @@ class Evaluation:
 
     def __post_init__(self) -> None:
         unknown = sorted(set(self.metrics) - set(METRICS))
-        if unknown or not self.metrics:
-            raise ConfigError(f"evaluation.metrics: unknown {unknown or '(none given)'}; choose from {list(METRICS)}")
+        if unknown:
+            raise ConfigError(f"evaluation.metrics: unknown {unknown}; choose from {list(METRICS)}")
+        if "sync" not in self.metrics:
+            raise ConfigError("evaluation.metrics must include sync: the tables and paired tests are built on it")
 
 
 @dataclass
@@ -250,6 +252,7 @@ def study_from_dict(data: dict[str, Any], where: str = "study config") -> StudyC
     if not isinstance(systems, dict):
         raise ConfigError(f"{where}: systems must be a mapping of name -> system")
     try:
+        _check_budget(raw.get("budget"), "budget")
         cfg = from_dict(StudyConfig, raw)
         for name, spec in systems.items():
             cfg.systems[str(name)] = _system_from_dict(str(name), spec)
@@ -259,9 +262,21 @@ def study_from_dict(data: dict[str, Any], where: str = "study config") -> StudyC
     return cfg
 
 
+def _check_budget(value: Any, where: str) -> None:
+    """Build an optional budget mapping on its own, so that an error names its key (the
+    ``Budget | None`` union would report only that the whole value did not fit)."""
+    if isinstance(value, dict):
+        try:
+            from_dict(Budget, value, prefix=f"{where}.")
+        except ConfigError as exc:
+            message = str(exc)
+            raise ConfigError(message if where in message else f"{where}: {message}") from None
+
+
 def _system_from_dict(name: str, spec: Any) -> SystemSpec:
     if not isinstance(spec, dict):
         raise ConfigError(f"systems.{name}: expected a mapping of SystemSpec fields, got {spec!r}")
+    _check_budget(spec.get("budget"), f"systems.{name}.budget")
     try:
         return from_dict(SystemSpec, spec, prefix=f"systems.{name}.")
     except ConfigError as exc:

@@ -34,6 +34,7 @@ from cmmd.config import ConfigError
 from cmmd.data.conventions import FPS
 from cmmd.errors import CmmdError
 from cmmd.eval.evaluate import EvalSettings
+from cmmd.pipeline import SamplingSettings
 from cmmd.study.config import (Budget, StudyConfig, base_fingerprint, base_train_config, flatten, system_train_dict,
                                train_config)
 from cmmd.study.report import build_report, eta_of
@@ -126,13 +127,14 @@ def prepare_training_set(cfg: StudyConfig, out: Path, train_cfgs: dict[str, Trai
     from cmmd.train.loop import check_config
 
     d = cfg.data
+    workers = max(cfg.parallel, cfg.threads)
     write_benchmark(out / "train_clips", d.scene, d.clips, seed=d.seed, duration=d.seconds, size=d.size,
-                    workers=cfg.parallel)
+                    workers=workers)
     # The shards hold whole clips and training cuts windows anywhere in them; the prepared index
     # is made for the base's window length, as `cmmd demo --train` does.
     clip_seconds = base_train_config(cfg).data.clip_frames / FPS
     prepare_dataset(out / "train_clips", out / "prepared", PrepareSettings(size=d.size, clip_seconds=clip_seconds),
-                    workers=cfg.parallel, progress=False)
+                    workers=workers, progress=False)
     for name, train_cfg in train_cfgs.items():
         try:
             check_config(train_cfg, 1)
@@ -207,7 +209,7 @@ class Output:
 
     system: str
     tag: str  # "" for the system's own sampling, "lambda_<v>" in the lambda sweep
-    sampling: Any
+    sampling: SamplingSettings
 
     def folder(self, root: Path, mode: Mode) -> Path:
         return root / self.system / self.tag / mode if self.tag else root / self.system / mode
@@ -282,13 +284,15 @@ def run_study(cfg: StudyConfig, out: Path, resume: bool = False, command: str = 
         f"{cfg.parallel} process(es) x {cfg.threads} thread(s); output in {out}")
     prepare_training_set(cfg, out, train_cfgs)
     clips, names = prepare_test_clips(cfg, out)
+    say(f"study: training set in {out / 'prepared'}, {len(names)} test clips in {clips} "
+        f"({(time.time() - started) / 60:.1f} min)")
     outputs = [Output(name, "", spec.sampling) for name, spec in cfg.systems.items()]
     sweep = cfg.lambda_sweep
     sweep_outputs = [Output(sweep.system, f"lambda_{value:g}",
                             replace(cfg.systems[sweep.system].sampling, guidance_scale=value,
                                     known_level=sweep.known_level)) for value in sweep.values]
     tasks = build_tasks(cfg, out, plans, train_cfgs, outputs + sweep_outputs, clips, names, metrics)
-    results = run_tasks(tasks, cfg.parallel, cfg.threads, Progress(say, _describe))
+    results = run_tasks(tasks, cfg.parallel, cfg.threads, Progress(say, _describe, started))
 
     done = {name: plans[name].done or results[f"train {name}"] for name in cfg.systems}
 

@@ -48,7 +48,9 @@ def fmt(entry: Mapping[str, Any] | None, pct: bool, ci: bool = True) -> str:
     k = 100.0 if pct else 1.0
 
     def num(x: float) -> str:
-        return f"{x * k:.1f}" if pct else f"{x:.3g}"
+        if pct:
+            return f"{x * k:.1f}"
+        return f"{x:.0f}" if abs(x) >= 1000 else f"{x:.3g}"
 
     text = num(entry["point"])
     if ci and _finite(entry.get("lo")) and _finite(entry.get("hi")):

@@ -84,7 +84,7 @@ def train_system(job: TrainJob) -> dict[str, Any]:
     write_json(run_dir / SYSTEM_FILE, {"identity": job.identity})
     checkpoint = latest_checkpoint(run_dir) if job.resume else None
     start_step = read_info(checkpoint).step if checkpoint is not None else 0
-    segments: list[dict[str, float]] = (read_json(run_dir / SEGMENTS) or []) if checkpoint is not None else []
+    segments: list[dict[str, Any]] = (read_json(run_dir / SEGMENTS) or []) if checkpoint is not None else []
     if segments and segments[-1].get("end") is None:  # the segment that was interrupted
         last = segments[-1]
         last["end"] = _checkpoint_time(checkpoint) if checkpoint and start_step > last["from_step"] else last["start"]
@@ -93,7 +93,7 @@ def train_system(job: TrainJob) -> dict[str, Any]:
     remaining = None
     if job.budget.minutes is not None:
         remaining = job.budget.minutes - used
-        cfg = replace(cfg, max_minutes=max(remaining, 1e-3))
+        cfg = replace(cfg, max_minutes=remaining)
     start = time.time()
     segments.append({"start": start, "from_step": start_step, "end": None})
     write_json(run_dir / SEGMENTS, segments)
