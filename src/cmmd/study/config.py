@@ -33,7 +33,7 @@ from cmmd.train.config import TrainConfig
 from cmmd.train.loop import build_model
 
 STUDY_OWNED = ("out_dir", "max_minutes", "data.root")  # set by the study for every system
-SYSTEM_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+SYSTEM_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")  # a folder name without dots (dotted keys)
 MAX_EXTENDS = 8
 FLOAT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
 
@@ -256,9 +256,9 @@ def study_from_dict(data: dict[str, Any], where: str = "study config") -> StudyC
         cfg = from_dict(StudyConfig, raw)
         for name, spec in systems.items():
             cfg.systems[str(name)] = _system_from_dict(str(name), spec)
+        validate(cfg)
     except ConfigError as exc:
         raise ConfigError(f"{where}: {exc}") from None
-    validate(cfg)
     return cfg
 
 
@@ -304,8 +304,8 @@ def validate(cfg: StudyConfig) -> None:
         raise ConfigError(f"base: {exc}") from None
     for name, spec in cfg.systems.items():
         if not SYSTEM_NAME.match(name):
-            raise ConfigError(f"systems.{name}: a system name must be letters, digits, '.', '_' or '-' "
-                              "(it names a folder)")
+            raise ConfigError(f"systems.{name}: a system name must be letters, digits, '_' or '-' (it names a "
+                              "folder and appears in dotted overrides)")
         if spec.budget is None and cfg.budget is None:
             raise ConfigError(f"systems.{name}.budget: no budget; set budget.steps or budget.minutes for the "
                               "study or for this system")

@@ -73,11 +73,13 @@ def budget_sentence(cfg: StudyConfig, train_cfgs: Mapping[str, TrainConfig]) -> 
 
 
 def _overrides(data: Mapping[str, Any]) -> str:
+    """``key=value`` list of a (nested or dotted) mapping, for the recipes."""
     flat = flatten(dict(data))
     return ", ".join(f"`{k}={json.dumps(v)}`" for k, v in flat.items()) or "(none)"
 
 
 def _sampling(s: Mapping[str, Any], known_level: Mapping[str, str]) -> str:
+    """The sampler of a row in words."""
     levels = set(known_level.values())
     level = levels.pop() if len(levels) == 1 else f"{known_level['v2a']} (v2a) / {known_level['a2v']} (a2v)"
     return (f"{s['method']} {s['steps']} steps, lambda {s['guidance_scale']:g}, known modality {level}, "
@@ -85,6 +87,7 @@ def _sampling(s: Mapping[str, Any], known_level: Mapping[str, str]) -> str:
 
 
 def _system_json(row: Mapping[str, Any]) -> dict[str, Any]:
+    """A table row for study.json: summaries of every metric and the per-clip sync F1."""
     out = {k: v for k, v in row.items() if k != "metrics"}
     out["metrics"] = {mode: {k: summary_entry(e) for k, e in entries.items()} for mode, entries in row["metrics"].items()}
     out["per_clip_f1"] = {mode: row["metrics"][mode].get(f"sync_{mode}_f1", {}).get("per_item", {})

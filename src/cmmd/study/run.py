@@ -60,11 +60,17 @@ def claim_out(cfg: StudyConfig, out: Path) -> None:
         write_json(out / "study_base.json", mine)
         return
     if theirs["digest"] != mine["digest"]:
-        a, b = flatten({k: theirs[k] for k in ("data", "base")}), flatten({k: mine[k] for k in ("data", "base")})
-        diff = [f"{k}: {a.get(k, '(unset)')!r} there, {b.get(k, '(unset)')!r} here"
-                for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
-        raise CmmdError(f"{out} holds a study with another training set or base config ({'; '.join(diff[:5])}); "
+        diff = _differences({k: theirs[k] for k in ("data", "base")}, {k: mine[k] for k in ("data", "base")})
+        raise CmmdError(f"{out} holds a study with another training set or base config ({diff}); "
                         "its runs would not be comparable: choose another --out")
+
+
+def _differences(there: dict[str, Any], here: dict[str, Any], limit: int = 5) -> str:
+    """The first ``limit`` dotted keys whose values differ, as ``key: old there, new here``."""
+    a, b = flatten(there), flatten(here)
+    diff = [f"{k}: {a.get(k, '(unset)')!r} there, {b.get(k, '(unset)')!r} here"
+            for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
+    return "; ".join(diff[:limit])
 
 
 @dataclass(frozen=True)
@@ -86,11 +92,9 @@ def plan_training(cfg: StudyConfig, out: Path, resume: bool) -> dict[str, TrainP
         identity = system_train_dict(cfg, name)
         recorded = read_json(run_dir / SYSTEM_FILE)
         if recorded is not None and recorded["identity"] != identity:
-            a, b = flatten(recorded["identity"]), flatten(identity)
-            diff = [f"{k}: {a.get(k, '(unset)')!r} there, {b.get(k, '(unset)')!r} here"
-                    for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
-            raise CmmdError(f"systems.{name}: {run_dir} was trained with another config ({'; '.join(diff[:5])}); "
-                            "rename the system or choose another --out")
+            raise CmmdError(f"systems.{name}: {run_dir} was trained with another config "
+                            f"({_differences(recorded['identity'], identity)}); rename the system or choose another "
+                            "--out")
         budget = cfg.budget_of(name)
         done = read_json(run_dir / DONE)
         checkpoint = latest_checkpoint(run_dir)
@@ -157,8 +161,6 @@ def prepare_test_clips(cfg: StudyConfig, out: Path) -> tuple[Path, list[str]]:
     names = make_test_clips(folder, cfg.test.clips, cfg.test.seconds, cfg.data.size)
     write_json(marker, {"spec": spec, "names": names})
     return folder, names
-
-
 
 
 # ----------------------------------------------------------------------------- metrics and tasks
