@@ -204,6 +204,7 @@ def test_paired_tests_holm_over_the_defined_tests_only() -> None:
     ({}, ["systems.cmmd.train.steps=3"], r"systems\.cmmd\.train\.steps: set by the study"),
     ({}, ["base.out_dir=x"], r"base\.out_dir: set by the study"),
     ({}, ["systems.mmd.train.model.overrides.base_channel=8"], r"systems\.mmd\.train: .*base_channel"),
+    ({}, ["systems.mmd.vocoder=griffinlim"], r"systems\.mmd\.vocoder: the system generates waveforms"),
     ({"compare": [["cmmd", "ncmdd"]]}, [], r"compare: unknown system 'ncmdd'"),
     ({"lambda_sweep": {"system": "cmd", "values": [0, 1]}}, [], r"lambda_sweep\.system: unknown system 'cmd'"),
 ])

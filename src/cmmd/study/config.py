@@ -94,11 +94,13 @@ class TestSet:
 @dataclass
 class SystemSpec:
     """One system: a label for tables, dotted TrainConfig overrides of the base, how it samples,
-    and optionally its own budget (default: the study's)."""
+    the vocoder of a mel model (a ``cmmd.pipeline`` spec such as ``cmmd-gan:<run>``; default
+    Griffin-Lim), and optionally its own budget (default: the study's)."""
 
     label: str = ""
     train: dict[str, Any] = field(default_factory=dict)
     sampling: SamplingSettings = field(default_factory=SamplingSettings)
+    vocoder: str | None = None
     budget: Budget | None = None
 
 
@@ -315,7 +317,8 @@ def validate(cfg: StudyConfig) -> None:
         if spec.sampling.steps < 1 or spec.sampling.guidance_scale < 0:
             raise ConfigError(f"systems.{name}.sampling: need steps >= 1 and guidance_scale >= 0, got "
                               f"{spec.sampling.steps} and {spec.sampling.guidance_scale}")
-        train_config(cfg, name, Path("OUT"))
+        if train_config(cfg, name, Path("OUT")).data.audio == "wave" and spec.vocoder is not None:
+            raise ConfigError(f"systems.{name}.vocoder: the system generates waveforms; it takes no vocoder")
     for a, b in cfg.compare:
         for side in (a, b):
             if side not in cfg.systems:

@@ -78,12 +78,14 @@ def _overrides(data: Mapping[str, Any]) -> str:
     return ", ".join(f"`{k}={json.dumps(v)}`" for k, v in flat.items()) or "(none)"
 
 
-def _sampling(s: Mapping[str, Any], known_level: Mapping[str, str]) -> str:
-    """The sampler of a row in words."""
+def _sampling(row: Mapping[str, Any]) -> str:
+    """The sampler (and vocoder) of a row in words."""
+    s, known_level = row["sampling"], row["known_level"]
     levels = set(known_level.values())
     level = levels.pop() if len(levels) == 1 else f"{known_level['v2a']} (v2a) / {known_level['a2v']} (a2v)"
+    vocoder = f", vocoder {row['vocoder']}" if row["vocoder"] else ""
     return (f"{s['method']} {s['steps']} steps, lambda {s['guidance_scale']:g}, known modality {level}, "
-            f"seed {s['seed']}")
+            f"seed {s['seed']}{vocoder}")
 
 
 def _system_json(row: Mapping[str, Any]) -> dict[str, Any]:
@@ -119,7 +121,8 @@ def build_report(cfg: StudyConfig, out: Path, rows: Mapping[str, Mapping[str, An
                "real audio; FAD: generated audio of the v2a outputs vs the real test audio (per set); FVD: generated "
                "frames of the a2v outputs vs the real test frames (per set; with fewer clips than feature "
                "dimensions it is biased upwards and comparable only at equal N); sampling time per clip includes "
-               "decoding (Griffin-Lim for mel models). *Real clips*: the detector on the real test clips."]
+               "decoding (the vocoder for mel models, Griffin-Lim unless the recipe names one). *Real clips*: the "
+               "detector on the real test clips."]
     sections = [("Results", results)]
     if tests:
         sections.append(("Paired tests (per-clip sync F1)", [
@@ -146,7 +149,7 @@ def build_report(cfg: StudyConfig, out: Path, rows: Mapping[str, Mapping[str, An
     for name, spec in cfg.systems.items():
         row = rows[name]
         recipes.append(f"- **{labels[name]}** (`{name}`): {_overrides(spec.train)}; budget "
-                       f"{cfg.budget_of(name).describe()}; sampling {_sampling(row['sampling'], row['known_level'])}")
+                       f"{cfg.budget_of(name).describe()}; sampling {_sampling(row)}")
     sections.append(("Recipes", recipes))
     if notes:
         sections.append(("Notes", [f"- {n}" for n in notes]))

@@ -238,7 +238,8 @@ def build_tasks(cfg: StudyConfig, out: Path, plans: dict[str, TrainPlan], train_
             gen_key = o.key("generate", mode)
             gens.append(Task(gen_key, generate_clips, GenerateJob(
                 str(out / "runs" / o.system), mode, o.sampling, str(clips), tuple(names), clip_spec,
-                str(o.folder(out / "generated", mode)), cfg.test.batch, _device(train_cfgs[o.system])),
+                str(o.folder(out / "generated", mode)), cfg.test.batch, _device(train_cfgs[o.system]),
+                cfg.systems[o.system].vocoder),
                 logs / f"{gen_key.replace(' ', '_')}.log", after))
             eval_key = o.key("evaluate", mode)
             evals.append(Task(eval_key, evaluate_clips, EvaluateJob(
@@ -304,6 +305,7 @@ def run_study(cfg: StudyConfig, out: Path, resume: bool = False, command: str = 
         return {"system": o.system, "label": label, "steps": done[o.system]["steps"],
                 "train_minutes": done[o.system]["train_minutes"], "budget": done[o.system]["budget"],
                 "sampling": asdict(o.sampling), "known_level": {m: gen[m]["known_level"] for m in MODES},
+                "vocoder": cfg.systems[o.system].vocoder,
                 "sampling_seconds": {m: gen[m]["seconds_per_clip"] for m in MODES},
                 "metrics": {m: _own_metrics(ev[m]["metrics"], m) for m in MODES},
                 "metrics_json": {m: str(o.folder(out / "evaluation", m) / "metrics.json") for m in MODES},

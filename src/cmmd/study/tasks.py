@@ -128,6 +128,7 @@ class GenerateJob:
     out_dir: str
     batch: int
     device: str
+    vocoder: str | None = None
 
 
 def generate_clips(job: GenerateJob) -> dict[str, Any]:
@@ -139,14 +140,15 @@ def generate_clips(job: GenerateJob) -> dict[str, Any]:
 
     out = Path(job.out_dir)
     spec = {"checkpoint_step": read_info(Path(job.run_dir)).step, "sampling": asdict(job.sampling),
-            "names": list(job.names), "clips": job.clip_spec, "batch": job.batch, "mode": job.mode}
+            "names": list(job.names), "clips": job.clip_spec, "batch": job.batch, "mode": job.mode,
+            "vocoder": job.vocoder}
     recorded = read_json(out / "done.json")
     if recorded is not None and recorded["spec"] == spec:
         return {**recorded, "reused": True}
     if out.exists():
         shutil.rmtree(out)
     out.mkdir(parents=True)
-    pipe = Pipeline.from_checkpoint(job.run_dir, device=job.device)
+    pipe = Pipeline.from_checkpoint(job.run_dir, device=job.device, vocoder=job.vocoder)
     clips = Path(job.clips_dir)
     seconds = 0.0
     for first in range(0, len(job.names), job.batch):
