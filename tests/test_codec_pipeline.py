@@ -13,6 +13,8 @@ import conftest
 import numpy as np
 import pytest
 import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
 
 from cmmd.audio.melgan import MelGanConfig, MelGanGenerator
 from cmmd.audio.vocoders import CMMD_MEL, HIFIGAN_MEL, GriffinLim, NeuralVocoder
@@ -208,13 +210,30 @@ def test_pipeline_refuses_another_codec_or_a_vocoder_for_other_mels(latent_run: 
         recorded_codec({"codec": {"name": "cmmd-vae", "spec": "cmmd-vae:/nonexistent/vae"}})
 
 
-def test_old_pixel_checkpoint_still_loads_and_generates() -> None:
-    extra = read_info(DEMO_CHECKPOINT).extra
-    assert extra["codec"] == "pixel" and "mel" not in extra  # written before codecs were recorded in full
-    pipe = Pipeline.from_checkpoint(DEMO_CHECKPOINT)
+def as_old_pixel_checkpoint(src: Path, dst: Path) -> Path:
+    """A copy of ``src`` with the record older checkpoints carry: ``"codec": "pixel"``, no ``mel``."""
+    with safe_open(str(src), framework="pt") as f:
+        meta = dict(f.metadata())
+        tensors = {k: f.get_tensor(k) for k in f.keys()}
+    info = json.loads(meta["cmmd"])
+    info["extra"]["codec"] = "pixel"
+    info["extra"].pop("mel", None)
+    meta["cmmd"] = json.dumps(info)
+    save_file(tensors, str(dst), metadata=meta)
+    return dst
+
+
+def test_shipped_checkpoint_records_its_codec_and_old_pixel_records_still_load(tmp_path: Path) -> None:
+    assert read_info(DEMO_CHECKPOINT).extra["codec"]["name"] == "pixel"
+    old = as_old_pixel_checkpoint(DEMO_CHECKPOINT, tmp_path / "old.safetensors")
+    extra = read_info(old).extra
+    assert extra["codec"] == "pixel" and "mel" not in extra  # as written before codecs were recorded in full
+    pipe = Pipeline.from_checkpoint(old)
     assert isinstance(pipe.codec, PixelCodec)
     out = pipe.generate("joint", SamplingSettings(steps=2), num_frames=4)
     assert out.frames.shape == (1, 4, 32, 32, 3) and out.mel.shape == (1, 80, 25)
+    with pytest.raises(CmmdError, match="sample_rate 16000 there, 22050 here"):
+        Pipeline.from_checkpoint(old, vocoder=GriffinLim(22050))
     with pytest.raises(CmmdError, match="sample_rate 16000 there, 22050 here"):
         Pipeline.from_checkpoint(DEMO_CHECKPOINT, vocoder=GriffinLim(22050))
 
