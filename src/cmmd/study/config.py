@@ -25,7 +25,7 @@ from typing import Any, Literal
 import torch
 import yaml
 
-from cmmd.config import ConfigError, from_dict
+from cmmd.config import ConfigError, from_dict, read_yaml_mapping
 from cmmd.errors import CmmdError
 from cmmd.eval.evaluate import METRICS
 from cmmd.pipeline import SamplingSettings
@@ -186,16 +186,7 @@ def _read_yaml(path: Path, depth: int = 0) -> dict[str, Any]:
     """The mapping in ``path`` with its ``extends`` chain resolved."""
     if depth > MAX_EXTENDS:
         raise ConfigError(f"{path}: more than {MAX_EXTENDS} levels of `extends` (a cycle?)")
-    if not path.is_file():
-        raise ConfigError(f"config file {path} does not exist")
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"config file {path} is not valid YAML: {exc}") from None
-    if data is None:
-        data = {}
-    if not isinstance(data, dict):
-        raise ConfigError(f"config file {path} must hold a mapping at the top level")
+    data = read_yaml_mapping(path)
     parent = data.pop("extends", None)
     if parent is None:
         return data
