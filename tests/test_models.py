@@ -70,6 +70,22 @@ def test_odd_spatial_sizes_are_padded_and_cropped(size: tuple[int, int]) -> None
     assert v_out.shape == video.shape and a_out.shape == audio.shape
 
 
+@pytest.mark.parametrize(("frames", "length"), [(18, 112), (17, 106)])
+def test_wider_audio_stream_keeps_shapes_coupling_and_gradients(frames: int, length: int) -> None:
+    model = make_model(audio_width_mult=3)
+    assert model.audio_in.out_channels == 3 * TEST_CFG.base_channels
+    assert model.video_in.out_channels == TEST_CFG.base_channels
+    video, audio, t = make_inputs(2, frames, length)
+    v_out, a_out = model(video, audio, t)
+    assert v_out.shape == video.shape and a_out.shape == audio.shape
+    (v_out.square().mean() + a_out.square().mean()).backward()
+    assert not [name for name, p in model.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
+    assert _outputs_after_changing(model, "audio") == (True, True)
+    assert _outputs_after_changing(model, "video") == (True, True)
+    narrow = make_model()
+    assert count_parameters(model) > count_parameters(narrow)
+
+
 def test_short_audio_and_single_frame() -> None:
     model = make_model(channel_mult=(1, 2, 2), attention_levels=(2,), attention_in_middle=False, fusion_levels=(0, 1, 2))
     video, audio, t = make_inputs(2, 1, 3)
@@ -191,6 +207,8 @@ def test_bad_configs_name_the_field() -> None:
         build_unet("huge")
     with pytest.raises(ConfigError, match="fusion_pool"):
         UNetConfig(fusion_pool="median")
+    with pytest.raises(ConfigError, match="audio_width_mult"):
+        UNetConfig(audio_width_mult=0)
 
 
 @pytest.mark.parametrize(("src", "dst"), [(112, 18), (56, 18), (28, 18), (14, 18), (18, 112), (225, 36), (7, 3)])
