@@ -98,6 +98,55 @@ def test_resume_after_kill_matches_uninterrupted_run(tmp_path: Path, prepared: P
         assert all(torch.equal(wa[n], wb[n]) for n in wa), kind
 
 
+def test_fitted_steps_fill_the_remaining_budget() -> None:
+    from cmmd.train.loop import FIT_MARGIN, fitted_steps
+
+    assert fitted_steps(110, 0.2, 600.0, 10_000) == 110 + int(FIT_MARGIN * 600 / 0.2)
+    assert fitted_steps(110, 0.2, 600.0, 2_000) == 2_000  # never above the configured steps
+    assert fitted_steps(110, 0.2, -5.0, 2_000) == 111  # out of time already: end at the next step
+
+
+def test_steps_fitted_to_the_budget_end_the_schedule_and_survive_resume(
+        tmp_path: Path, prepared: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The fitted step count ends the run and the cosine horizon, is recorded, and --resume keeps it."""
+    import cmmd.train.loop as loop
+    from cmmd.train.schedule import lr_at
+
+    monkeypatch.setattr(loop, "FIT_FROM", 1)
+    monkeypatch.setattr(loop, "FIT_STEPS", 2)
+    seen = []
+
+    def fake_fit(step: int, seconds_per_step: float, seconds_left: float, max_steps: int) -> int:
+        seen.append((step, seconds_per_step > 0, 0 < seconds_left <= 60, max_steps))
+        return 7
+
+    monkeypatch.setattr(loop, "fitted_steps", fake_fit)
+    path = write_config(tmp_path / "c.yaml", prepared, tmp_path / "straight", steps=30, checkpoint_every=5,
+                        keep_checkpoints=5, max_minutes=1.0, fit_steps_to_budget=True)
+    cfg = load_config(TrainConfig, path)
+    assert train(cfg, progress=False).step == 7
+    assert seen == [(3, True, True, 30)]  # timed steps 1..3 of this invocation, once
+    rows = read_log(tmp_path / "straight")
+    assert [r["step"] for r in rows] == list(range(1, 8))
+    assert rows[-1]["lr"] == pytest.approx(lr_at(6, 1e-3, 7, 2, "cosine"))
+    assert read_info(latest_checkpoint(tmp_path / "straight")).extra["fitted_steps"] == 7
+
+    # Resume from the step-5 checkpoint of a copy: it keeps the fitted 7 steps without refitting
+    # and ends bit-identical to the uninterrupted run.
+    import shutil
+
+    shutil.copytree(tmp_path / "straight", tmp_path / "resumed")
+    ckpts = tmp_path / "resumed" / "checkpoints"
+    shutil.rmtree(ckpts / "step_00000007")
+    (ckpts / "latest").write_text("step_00000005\n")
+    seen.clear()
+    resumed = train(load_config(TrainConfig, path, [f"out_dir={tmp_path / 'resumed'}"]), resume=True, progress=False)
+    assert resumed.step == 7 and not seen
+    for kind in ("model", "ema"):
+        wa, wb = load_weights(tmp_path / "straight", kind), load_weights(tmp_path / "resumed", kind)
+        assert all(torch.equal(wa[n], wb[n]) for n in wa), kind
+
+
 def test_refuses_to_overwrite_a_run(tmp_path: Path, prepared: Path) -> None:
     cfg = load_config(TrainConfig, write_config(tmp_path / "c.yaml", prepared, tmp_path / "run", steps=2,
                                                 preview={"every": 2, "steps": 2}))

@@ -221,5 +221,7 @@ def train_demo_model(work_dir: Path, minutes: float, n_train: int = 400, overrid
         print(f"cmmd demo: moved the previous run to {aside}")
     cfg = load_config(TrainConfig, DEMO_CONFIG,
                       [f"data.root={prepared}", f"out_dir={run_dir}", f"max_minutes={minutes}", *(overrides or [])])
-    train(cfg)
+    t0 = time.time()
+    result = train(cfg)
+    print(f"cmmd demo: trained {result.step} steps in {(time.time() - t0) / 60:.1f} min")
     return run_dir

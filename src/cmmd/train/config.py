@@ -66,12 +66,21 @@ class PreviewSection:
 
 @dataclass
 class TrainConfig:
-    """Everything a run needs; ``batch_size`` is the global batch per optimizer step."""
+    """Everything a run needs; ``batch_size`` is the global batch per optimizer step.
+
+    ``max_minutes`` (> 0) stops the run after that much wall-clock training, checkpoint saved.
+    ``fit_steps_to_budget`` (with ``max_minutes``) instead times steps ``FIT_FROM`` to
+    ``FIT_FROM + FIT_STEPS`` of this invocation (cmmd.train.loop) and lowers ``steps``, the
+    learning-rate horizon included, to what the rest of the budget allows, so that a slower
+    machine gets a shorter but fully annealed schedule rather than one cut off half-way. The
+    fitted value is stored in every checkpoint and kept by ``--resume``.
+    """
 
     out_dir: str = "runs/default"
     seed: int = 0
     steps: int = 1000
     max_minutes: float = 0.0
+    fit_steps_to_budget: bool = False
     batch_size: int = 8
     grad_accum: int = 1
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"

@@ -56,3 +56,12 @@ def all_ranks_flag(info: DistInfo, flag: bool) -> bool:
     t = torch.tensor([1.0 if flag else 0.0], device=info.device)
     dist.all_reduce(t, op=dist.ReduceOp.MAX)
     return bool(t.item() > 0)
+
+
+def broadcast_int(info: DistInfo, value: int) -> int:
+    """Rank 0's ``value`` on every rank (a decision all ranks must share, e.g. fitted steps)."""
+    if info.world_size == 1:
+        return value
+    t = torch.tensor([value], dtype=torch.int64, device=info.device)
+    dist.broadcast(t, src=0)
+    return int(t.item())

@@ -39,6 +39,17 @@ from cmmd.video.codecs import PixelCodec
 from cmmd.video.latents import read_codec_record
 
 
+FIT_FROM, FIT_STEPS = 10, 100  # TrainConfig.fit_steps_to_budget: steps timed, after a warm-up of FIT_FROM
+FIT_MARGIN = 0.93  # share of the remaining budget planned for steps (checkpoints, rate drift)
+
+
+def fitted_steps(step: int, seconds_per_step: float, seconds_left: float, max_steps: int) -> int:
+    """The step count at which a run now at ``step`` ends within ``seconds_left`` at the measured
+    rate (with ``FIT_MARGIN``), never above ``max_steps`` nor below ``step + 1``."""
+    planned = step + int(FIT_MARGIN * max(0.0, seconds_left) / seconds_per_step)
+    return max(step + 1, min(max_steps, planned))
+
+
 def step_seed(seed: int, step: int, rank: int = 0, stream: int = 0) -> int:
     """A 63-bit seed unique to (run seed, step, rank, stream) via numpy's SeedSequence."""
     return int(np.random.SeedSequence([seed, step, rank, stream]).generate_state(2, np.uint64)[0] >> 1)
@@ -239,21 +250,28 @@ def _train(cfg: TrainConfig, resume: bool, progress: bool, info: D.DistInfo) -> 
         model.parameters(), lr=cfg.optim.lr, betas=cfg.optim.betas, weight_decay=cfg.optim.weight_decay
     )
     start_step = 0
+    fitted: int | None = None  # TrainConfig.fit_steps_to_budget
     if resume and existing is not None:
         ck = load_training_state(existing, model, ema, opt)
         start_step = ck.step
+        fitted = ck.extra.get("fitted_steps")
         if info.is_main:
-            print(f"cmmd train: resumed from {existing} at step {start_step}")
-    if start_step >= cfg.steps:
+            print(f"cmmd train: resumed from {existing} at step {start_step}"
+                  + (f" (steps fitted to its budget: {fitted})" if fitted else ""))
+    total = fitted or cfg.steps
+    if start_step >= total:
         if info.is_main:
-            print(f"cmmd train: run already at step {start_step} >= steps={cfg.steps}; nothing to do")
+            print(f"cmmd train: run already at step {start_step} >= steps={total}; nothing to do")
         return TrainResult(model, ema, start_step)
+    fit_pending = fitted is None and cfg.fit_steps_to_budget and cfg.max_minutes > 0
 
     config_dict = to_dict(cfg)
     extra: dict[str, Any] = {"mel_stats": {"mean": mel_stats.mean.tolist(), "std": mel_stats.std.tolist()}}
     # What sampling needs to refuse a wrong codec or vocoder (docs/CODECS.md, "What checkpoints record").
     extra.update(fps=clips.fps, size=clips.size, sample_rate=clips.sample_rate, codec=codec_record,
                  mel=replace(CMMD_MEL, sample_rate=clips.sample_rate).describe(), audio=cfg.data.audio)
+    if fitted:
+        extra["fitted_steps"] = fitted
     if info.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
         save_config(cfg, run_dir / "config.yaml")
@@ -274,15 +292,16 @@ def _train(cfg: TrainConfig, resume: bool, progress: bool, info: D.DistInfo) -> 
     log = ScalarLog(run_dir) if info.is_main else None
     flag = _StopFlag()
     previous_handlers = _install_signal_handlers(flag)
-    bar = tqdm(total=cfg.steps, initial=start_step, disable=not (progress and info.is_main),
+    bar = tqdm(total=total, initial=start_step, disable=not (progress and info.is_main),
                desc="train", dynamic_ncols=True, unit="step")
     t0, last_log_t = time.time(), time.time()
+    t_fit = t0
     batches = iter(loader)
     step = start_step
     last_saved = start_step if existing is not None else -1
     try:
-        while step < cfg.steps:
-            lr = lr_at(step, cfg.optim.lr, cfg.steps, cfg.optim.warmup_steps, cfg.optim.lr_schedule,
+        while step < total:
+            lr = lr_at(step, cfg.optim.lr, total, cfg.optim.warmup_steps, cfg.optim.lr_schedule,
                        cfg.optim.min_lr_ratio)
             for group in opt.param_groups:
                 group["lr"] = lr
@@ -318,7 +337,20 @@ def _train(cfg: TrainConfig, resume: bool, progress: bool, info: D.DistInfo) -> 
             step += 1
             bar.update(1)
             bar.set_postfix(loss=f"{logs_sum.get('loss', 0.0):.4f}", lr=f"{lr:.2e}")
-            if log is not None and (step % cfg.log_every == 0 or step == cfg.steps):
+            if fit_pending and step == start_step + FIT_FROM:
+                t_fit = time.time()
+            elif fit_pending and step == start_step + FIT_FROM + FIT_STEPS:
+                now = time.time()
+                total = D.broadcast_int(info, fitted_steps(step, (now - t_fit) / FIT_STEPS,
+                                                           cfg.max_minutes * 60 - (now - t0), cfg.steps))
+                extra["fitted_steps"] = total
+                fit_pending = False
+                bar.total = total
+                bar.refresh()
+                if info.is_main:
+                    bar.write(f"cmmd train: {FIT_STEPS / (now - t_fit):.2f} steps/s; steps fitted to the "
+                              f"{cfg.max_minutes:g}-minute budget: {total} (of at most {cfg.steps})")
+            if log is not None and (step % cfg.log_every == 0 or step == total):
                 now = time.time()
                 log.write(step, {**logs_sum, "lr": lr, "grad_norm": float(grad_norm),
                                  "seconds": now - t0, "steps_per_s": cfg.log_every / max(1e-9, now - last_log_t)})
@@ -326,7 +358,7 @@ def _train(cfg: TrainConfig, resume: bool, progress: bool, info: D.DistInfo) -> 
             out_of_time = cfg.max_minutes > 0 and (time.time() - t0) / 60 >= cfg.max_minutes
             stop = D.all_ranks_flag(info, flag.requested or out_of_time)
             periodic = cfg.checkpoint_every > 0 and step % cfg.checkpoint_every == 0
-            if periodic or stop or step == cfg.steps:
+            if periodic or stop or step == total:
                 if info.is_main:
                     save_checkpoint(run_dir, step, model, ema, opt, config_dict, extra, cfg.keep_checkpoints)
                 last_saved = step
