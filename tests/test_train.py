@@ -146,6 +146,11 @@ def test_steps_fitted_to_the_budget_end_the_schedule_and_survive_resume(
         wa, wb = load_weights(tmp_path / "straight", kind), load_weights(tmp_path / "resumed", kind)
         assert all(torch.equal(wa[n], wb[n]) for n in wa), kind
 
+    # Without fitting, --resume continues to the configured steps instead.
+    longer = train(load_config(TrainConfig, path, [f"out_dir={tmp_path / 'resumed'}", "fit_steps_to_budget=false",
+                                                   "steps=9"]), resume=True, progress=False)
+    assert longer.step == 9 and not seen
+
 
 def test_refuses_to_overwrite_a_run(tmp_path: Path, prepared: Path) -> None:
     cfg = load_config(TrainConfig, write_config(tmp_path / "c.yaml", prepared, tmp_path / "run", steps=2,

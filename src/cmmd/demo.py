@@ -135,7 +135,7 @@ def print_metrics(result: dict[str, Any]) -> None:
     print(f"event sync on {result['settings']['clips']} held-out clips of {result['settings']['seconds']} s "
           f"(+-{tol} ms; mean [95% bootstrap CI]):")
     head = ("task", f"F1@{tol}ms", "precision / recall", "class acc.", "median offset")
-    widths = [34, 24, 44, 24, 24]
+    widths = [34, 24, 48, 24, 24]
     print("  " + "".join(h.ljust(w) for h, w in zip(head, widths)))
     for row in metrics_rows(result):
         print("  " + "".join(c.ljust(w) for c, w in zip(row, widths)))

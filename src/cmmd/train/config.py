@@ -73,7 +73,8 @@ class TrainConfig:
     ``FIT_FROM + FIT_STEPS`` of this invocation (cmmd.train.loop) and lowers ``steps``, the
     learning-rate horizon included, to what the rest of the budget allows, so that a slower
     machine gets a shorter but fully annealed schedule rather than one cut off half-way. The
-    fitted value is stored in every checkpoint and kept by ``--resume``.
+    fitted value is stored in every checkpoint and kept by ``--resume`` while this stays true
+    (set it false to continue to ``steps`` instead).
     """
 
     out_dir: str = "runs/default"

@@ -257,10 +257,11 @@ def _train(cfg: TrainConfig, resume: bool, progress: bool, info: D.DistInfo) -> 
     if resume and existing is not None:
         ck = load_training_state(existing, model, ema, opt)
         start_step = ck.step
-        fitted = ck.extra.get("fitted_steps")
+        fitted = ck.extra.get("fitted_steps") if cfg.fit_steps_to_budget else None
         if info.is_main:
             print(f"cmmd train: resumed from {existing} at step {start_step}"
-                  + (f" (steps fitted to its budget: {fitted})" if fitted else ""))
+                  + (f" (steps fitted to its budget: {fitted}; fit_steps_to_budget=false sets steps yourself)"
+                     if fitted else ""))
     total = fitted or cfg.steps
     if start_step >= total:
         if info.is_main:
