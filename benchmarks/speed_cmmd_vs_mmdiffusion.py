@@ -7,7 +7,7 @@ under ``no_grad`` and the sampling time per clip as forward time x sampler steps
 CMMD, 20-step DPM-Solver for MM-Diffusion), each also per second of clip; then the ratios.
 
 Pairs (``--quick``: the tiny ones only, 2 repeats; default: tiny and small; ``--full``: also
-each paper's own configuration):
+each paper's own configuration; ``--paper``: that one alone, 2 repeats):
 
 * matched parameters at 1.6 s, each method's input: CMMD on 16 x 4 x 16 x 16 SD-VAE latents +
   80 x 100 mels; MM-Diffusion on 16 x 3 x 64 x 64 pixels + 25,600 samples;
@@ -29,6 +29,7 @@ mean many barriers).
 
     python benchmarks/speed_cmmd_vs_mmdiffusion.py --quick
     python benchmarks/speed_cmmd_vs_mmdiffusion.py --full --threads 1 --output docs/results/speed_cmmd_vs_mmdiffusion.md
+    python benchmarks/speed_cmmd_vs_mmdiffusion.py --paper --threads 2 --output docs/results/speed_paper_2threads.md
 """
 
 from __future__ import annotations
@@ -106,8 +107,12 @@ PIXELS_32 = {"video_channels": 3, "patch_size": 2}
 
 
 def pairs(which: str) -> list[Pair]:
-    """The comparisons run by ``--quick`` / default / ``--full`` (module docstring)."""
+    """The comparisons run by ``--quick`` / default / ``--full`` / ``--paper`` (module docstring)."""
     mel_16, wave_16 = (80, 100), (1, 25_600)
+    paper = Pair("paper configurations", Setup("CMMD", "paper", (18, 4, 16, 16), (80, 112), 1.8),
+                 Setup("MM-Diffusion", "mmdiffusion-aist", (16, 3, 64, 64), wave_16, 1.6), False)
+    if which == "paper":
+        return [paper]
     out = [
         Pair("tiny, own inputs, 1.6 s", Setup("CMMD", "tiny", (16, 4, 16, 16), mel_16, 1.6, LATENTS),
              Setup("MM-Diffusion", "mmdiffusion-tiny", (16, 3, 64, 64), wave_16, 1.6), True),
@@ -123,10 +128,7 @@ def pairs(which: str) -> list[Pair]:
              Setup("MM-Diffusion", "mmdiffusion-matched-small", (16, 3, 32, 32), wave_16, 1.6), True),
     ]
     if which == "full":
-        out.append(
-            Pair("paper configurations", Setup("CMMD", "paper", (18, 4, 16, 16), (80, 112), 1.8),
-                 Setup("MM-Diffusion", "mmdiffusion-aist", (16, 3, 64, 64), wave_16, 1.6), False)
-        )
+        out.append(paper)
     return out
 
 
@@ -321,6 +323,7 @@ def main() -> None:
     size = parser.add_mutually_exclusive_group()
     size.add_argument("--quick", action="store_true", help="matched tiny pairs only, 2 repeats")
     size.add_argument("--full", action="store_true", help="add the paper configurations (minutes per step on CPU)")
+    size.add_argument("--paper", action="store_true", help="the paper configurations only")
     parser.add_argument("--batch-size", type=int, default=1, help="training batch (forward passes use 1 clip)")
     parser.add_argument("--repeats", type=int, default=0, help="timed repeats (default: 2 with --quick/--full, else 3)")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
@@ -328,8 +331,8 @@ def main() -> None:
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    repeats = args.repeats or (2 if args.quick or args.full else 3)
-    which = "quick" if args.quick else "full" if args.full else "default"
+    repeats = args.repeats or (2 if args.quick or args.full or args.paper else 3)
+    which = "quick" if args.quick else "full" if args.full else "paper" if args.paper else "default"
 
     started = datetime.datetime.now().astimezone()
     load_start = os.getloadavg()
