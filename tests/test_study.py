@@ -244,3 +244,6 @@ def test_shipped_configs_load() -> None:
     assert list(main_cfg.systems) == ["cmmd", "ncmmd", "mmdiffusion"] and main_cfg.budget_of("cmmd").minutes == 13
     assert set(sweep.systems) > set(main_cfg.systems) and sweep.out == main_cfg.out and sweep.base == main_cfg.base
     assert gpu.budget_of("cmmd").steps is not None and gpu.base["precision"] == "bf16"
+    wide = load_study_config(root / "study_contrastive_cpu.yaml")
+    assert list(wide.systems) == ["cmmd", "ncmmd"] and wide.budget_of("ncmmd").steps == 700
+    assert wide.base["model"]["overrides"]["audio_width_mult"] == 2
