@@ -121,6 +121,9 @@ def test_steps_fitted_to_the_budget_end_the_schedule_and_survive_resume(
         return 7
 
     monkeypatch.setattr(loop, "fitted_steps", fake_fit)
+    no_budget = write_config(tmp_path / "n.yaml", prepared, tmp_path / "none", fit_steps_to_budget=True)
+    with pytest.raises(CmmdError, match="fit_steps_to_budget: needs a time budget"):
+        train(load_config(TrainConfig, no_budget), progress=False)
     path = write_config(tmp_path / "c.yaml", prepared, tmp_path / "straight", steps=30, checkpoint_every=5,
                         keep_checkpoints=5, max_minutes=1.0, fit_steps_to_budget=True)
     cfg = load_config(TrainConfig, path)

@@ -174,6 +174,8 @@ def check_config(cfg: TrainConfig, world_size: int) -> tuple[ClipDataset, MelSta
         )
     if cfg.steps <= 0:
         raise CmmdError("steps: must be positive")
+    if cfg.fit_steps_to_budget and cfg.max_minutes <= 0:
+        raise CmmdError("fit_steps_to_budget: needs a time budget, max_minutes > 0 (or set fit_steps_to_budget=false)")
     video_channels = build_model(cfg).cfg.video_channels  # also validates model.preset and model.overrides
     wants_wave = cfg.model.preset.startswith("mmdiffusion")
     if wants_wave != (cfg.data.audio == "wave"):
