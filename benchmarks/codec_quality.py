@@ -61,8 +61,9 @@ from cmmd.data.media import read_media
 from cmmd.data.prepare import PrepareSettings, prepare_dataset
 from cmmd.data.synth import clip_seed, render_clip, write_benchmark
 from cmmd.errors import CmmdError
-from cmmd.train.checkpoint import read_info
-from cmmd.video.codecs import PixelCodec, VideoCodec, load_video_codec, parse_spec, psnr, ssim
+from cmmd.checkpoint import read_info
+from cmmd.video.codecs import PixelCodec, VideoCodec, psnr, ssim
+from cmmd.video.loading import load_video_codec, parse_spec
 
 MIDI_DIR = Path("/usr/share/games/openttd/baseset/openmsx")
 SOUNDFONT = Path("/usr/share/sounds/sf2/TimGM6mb.sf2")

@@ -2,7 +2,7 @@
 
 The demo scores 8 clips; this scores more, from a clip seed disjoint from training (seeds from 0)
 and from the demo's test clips (1,000,003), so that recipes can be compared without tuning on
-the demo's clips. Scoring is the demo's own (:func:`cmmd.demo.evaluate_sync`): per checkpoint and
+the demo's clips. Scoring is the demo's own (:func:`cmmd.apps.demo.evaluate_sync`): per checkpoint and
 sampler setting, mean event F1 @ +-100 ms for video -> audio with precision, recall and class
 accuracy, the shuffled-pairs chance level, and audio -> video F1. The README's validation figures
 come from
@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 from cmmd.data.synth import write_benchmark
-from cmmd.demo import DemoSettings, evaluate_sync
+from cmmd.apps.demo import DemoSettings, evaluate_sync
 from cmmd.pipeline import Pipeline
 
 VALIDATION_SEED = 2_000_003

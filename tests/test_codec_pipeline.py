@@ -25,13 +25,15 @@ from cmmd.data.media import read_media, write_media
 from cmmd.data.synth import render_clip
 from cmmd.errors import CmmdError
 from cmmd.pipeline import Pipeline, SamplingSettings, recorded_codec
-from cmmd.train.checkpoint import load_weights, read_info
+from cmmd.checkpoint import load_weights, read_info
 from cmmd.train.config import TrainConfig
 from cmmd.train.loop import train
-from cmmd.video.codecs import PixelCodec, VideoCodec, load_video_codec
+from cmmd.apps.preview import write_preview
+from cmmd.video.codecs import PixelCodec, VideoCodec
+from cmmd.video.loading import load_video_codec
 from cmmd.video.latents import CODEC_FILE, encode_prepared_dataset, load_latent_clip
 from cmmd.video.vae import CmmdVaeCodec, VaeConfig
-from cmmd.video.vae_train import VaeTrainConfig, train_vae
+from cmmd.train.vae import VaeTrainConfig, train_vae
 
 DEMO_CHECKPOINT = Path(__file__).resolve().parents[1] / "checkpoints" / "demo-tiny.safetensors"
 LATENT_MODEL = {"preset": "tiny", "overrides": {**conftest.MICRO_MODEL["overrides"], "video_channels": 4,
@@ -171,7 +173,7 @@ def test_training_refuses_video_the_model_cannot_take(latent_data: Path, prepare
     previews = train_config(latent_data, out, steps=2)
     previews.preview.every = 1
     with pytest.raises(CmmdError, match="preview.every"):
-        train(previews, progress=False)
+        train(previews, progress=False, preview=write_preview)
     assert not out.exists()  # all refused before any work
 
 

@@ -15,10 +15,11 @@ import torch
 
 from cmmd.cli import main
 from cmmd.errors import CmmdError
-from cmmd.video.codecs import PixelCodec, VideoCodec, load_video_codec, psnr, round_trip_quality, ssim
+from cmmd.video.codecs import PixelCodec, VideoCodec, psnr, round_trip_quality, ssim
+from cmmd.video.loading import load_video_codec
 from cmmd.video.latents import CODEC_FILE, encode_prepared_dataset, load_latent_clip, read_codec_record
 from cmmd.video.vae import CmmdVaeCodec, KlVae, VaeConfig
-from cmmd.video.vae_train import VaeTrainConfig, train_vae
+from cmmd.train.vae import VaeTrainConfig, train_vae
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -170,7 +171,7 @@ def test_check_compatible_refuses_other_codecs_with_a_clear_message() -> None:
 
 
 def test_diffusion_checkpoint_codec_record_refuses_a_mismatched_codec(tmp_path: Path) -> None:
-    from cmmd.train.checkpoint import read_info, save_checkpoint
+    from cmmd.checkpoint import read_info, save_checkpoint
 
     vae = tiny_vae_codec()
     net = torch.nn.Linear(2, 2)

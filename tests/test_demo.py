@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from cmmd.demo import DemoSettings, run_demo
+from cmmd.apps.demo import DemoSettings, run_demo
 
 
 def test_demo_writes_page_metrics_and_media(micro_run: Path, tmp_path: Path) -> None:
@@ -29,7 +29,7 @@ def test_shipped_checkpoint_sounds_the_impacts_of_held_out_videos(tmp_path: Path
     level (measured: F1 0.94, class accuracy 1.0, shuffled 0.44)."""
     import torch
 
-    from cmmd.demo import SHIPPED_CHECKPOINT, evaluate_sync, make_test_clips
+    from cmmd.apps.demo import SHIPPED_CHECKPOINT, evaluate_sync, make_test_clips
     from cmmd.pipeline import Pipeline
 
     threads = torch.get_num_threads()

@@ -25,10 +25,10 @@ from cmmd.cli import main as cli_main
 from cmmd.data.media import read_media, write_media
 from cmmd.data.synth import render_clip
 from cmmd.errors import CmmdError
-from cmmd.mos import db
-from cmmd.mos.analyze import analyze_study, write_reports
-from cmmd.mos.questions import PRESETS, load_questions
-from cmmd.mos.study import StudyProblems, create_study, load_study
+from cmmd.apps.mos import db
+from cmmd.apps.mos.analyze import analyze_study, write_reports
+from cmmd.apps.mos.questions import PRESETS, load_questions
+from cmmd.apps.mos.study import StudyProblems, create_study, load_study
 
 try:
     import httpx
@@ -38,7 +38,7 @@ try:
         warnings.filterwarnings("ignore", message=".*httpx2.*")
         from starlette.testclient import TestClient
 
-    from cmmd.mos.app import SESSION_COOKIE, create_app
+    from cmmd.apps.mos.app import SESSION_COOKIE, create_app
     WEB_MISSING = ""
 except ImportError as exc:
     WEB_MISSING = f"the web-app tests need the 'mos' extra and httpx (pip install -e '.[test]'): {exc}"

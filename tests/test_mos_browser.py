@@ -16,9 +16,9 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from cmmd.mos import db
-from cmmd.mos.questions import PRESETS
-from cmmd.mos.study import create_study
+from cmmd.apps.mos import db
+from cmmd.apps.mos.questions import PRESETS
+from cmmd.apps.mos.study import create_study
 
 if TYPE_CHECKING:
     from playwright.sync_api import Page

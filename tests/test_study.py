@@ -17,8 +17,8 @@ from scipy import stats as sps
 from cmmd.cli import main
 from cmmd.config import ConfigError
 from cmmd.errors import CmmdError
-from cmmd.study import load_study_config
-from cmmd.study.tables import paired_test, paired_tests
+from cmmd.apps.study import load_study_config
+from cmmd.apps.study.tables import paired_test, paired_tests
 
 MICRO_MMDIFFUSION = {"preset": "mmdiffusion-tiny",
                      "overrides": {"base_channels": 8, "num_heads": 1, "head_dim": 8, "norm_groups": 4}}
@@ -121,7 +121,7 @@ def test_micro_study_end_to_end_reuse_resume_and_lambda_sweep(
 
     # An OUT made with another base is refused before any work.
     with pytest.raises(CmmdError, match=r"another training set or base config \(base.optim.lr"):
-        from cmmd.study import run_study
+        from cmmd.apps.study import run_study
         run_study(load_study_config(config, ["base.optim.lr=0.002"]), out)
 
     # An interrupted run (no done marker) needs --resume, then completes without retraining.

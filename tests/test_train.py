@@ -18,10 +18,12 @@ from safetensors.torch import load_file, save_file
 
 from cmmd.config import ConfigError, load_config
 from cmmd.errors import CmmdError
-from cmmd.train.checkpoint import latest_checkpoint, load_weights, read_info
+from cmmd.checkpoint import latest_checkpoint, load_weights, read_info
 from cmmd.train.config import TrainConfig
-from cmmd.train.logging import read_log
-from cmmd.train.loop import build_model, train
+from cmmd.train.scalar_log import read_log
+from cmmd.apps.preview import write_preview
+from cmmd.models.presets import build_model
+from cmmd.train.loop import train
 
 @pytest.fixture
 def prepared(prepared_impacts: Path) -> Path:
@@ -110,7 +112,7 @@ def test_steps_fitted_to_the_budget_end_the_schedule_and_survive_resume(
         tmp_path: Path, prepared: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The fitted step count ends the run and the cosine horizon, is recorded, and --resume keeps it."""
     import cmmd.train.loop as loop
-    from cmmd.train.schedule import lr_at
+    from cmmd.train.lr_schedule import lr_at
 
     monkeypatch.setattr(loop, "FIT_FROM", 1)
     monkeypatch.setattr(loop, "FIT_STEPS", 2)
@@ -158,10 +160,10 @@ def test_steps_fitted_to_the_budget_end_the_schedule_and_survive_resume(
 def test_refuses_to_overwrite_a_run(tmp_path: Path, prepared: Path) -> None:
     cfg = load_config(TrainConfig, write_config(tmp_path / "c.yaml", prepared, tmp_path / "run", steps=2,
                                                 preview={"every": 2, "steps": 2}))
-    train(cfg, progress=False)
+    train(cfg, progress=False, preview=write_preview)
     assert (tmp_path / "run" / "previews" / "step_00000002.png").is_file()
     with pytest.raises(CmmdError, match="--resume"):
-        train(cfg, progress=False)
+        train(cfg, progress=False, preview=write_preview)
 
 
 def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path: Path, prepared: Path,
@@ -218,7 +220,8 @@ def test_ddp_two_cpu_processes_keep_replicas_identical(tmp_path: Path, prepared:
     saved = load_weights(tmp_path / "run", "model")
     assert all(torch.equal(saved[k], r0[k]) for k in r0)
     torch.manual_seed(0)
-    init = build_model(load_config(TrainConfig, path)).state_dict()
+    loaded = load_config(TrainConfig, path)
+    init = build_model(loaded.model.preset, loaded.model.overrides).state_dict()
     assert any(not torch.equal(init[k], r0[k]) for k in r0)
 
 
@@ -254,7 +257,7 @@ def test_training_learns_held_out_denoising(tmp_path: Path, prepared: Path) -> N
     cfg = load_config(TrainConfig, path)
     trained = train(cfg, progress=False).ema
     torch.manual_seed(cfg.seed)
-    untrained = build_model(cfg).eval()
+    untrained = build_model(cfg.model.preset, cfg.model.overrides).eval()
     stats = MelStats.load(prepared / "mel_stats.json")
     clips = [render_clip("impacts", seed=100 + i, duration=0.8, size=16) for i in range(8)]  # held out
     video = torch.stack([torch.from_numpy(c.frames).permute(0, 3, 1, 2).float() / 127.5 - 1 for c in clips])

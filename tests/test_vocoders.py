@@ -17,7 +17,7 @@ from cmmd.audio.discriminators import MultiPeriodDiscriminator, MultiScaleDiscri
 from cmmd.audio.hifigan import HifiGanConfig, HifiGanGenerator, from_original_state
 from cmmd.audio.mel import log_mel
 from cmmd.audio.melgan import MelGanConfig, MelGanGenerator
-from cmmd.audio.vocoder_train import (
+from cmmd.train.vocoder import (
     AudioPool,
     VocoderTrainConfig,
     build_gan,

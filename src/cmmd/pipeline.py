@@ -25,10 +25,11 @@ from cmmd.diffusion.guidance import Condition
 from cmmd.diffusion.samplers import sample
 from cmmd.diffusion.schedules import Schedule, make_schedule
 from cmmd.errors import CmmdError
-from cmmd.train.checkpoint import load_weights, read_info
+from cmmd.checkpoint import load_weights, read_info
 from cmmd.train.config import TrainConfig
-from cmmd.train.loop import build_model
-from cmmd.video.codecs import PixelCodec, VideoCodec, load_video_codec, parse_spec
+from cmmd.models.presets import build_model
+from cmmd.video.codecs import PixelCodec, VideoCodec
+from cmmd.video.loading import load_video_codec, parse_spec
 
 Mode = Literal["joint", "v2a", "a2v"]
 
@@ -126,7 +127,7 @@ class Pipeline:
             vocoder.check_compatible(recorded_mel(extra))
         except CmmdError as exc:
             raise CmmdError(f"{path}: {exc}") from None
-        model = build_model(cfg)
+        model = build_model(cfg.model.preset, cfg.model.overrides)
         state = load_weights(path, weights)
         missing, unexpected = model.load_state_dict(state, strict=False)
         if missing or unexpected:

@@ -8,7 +8,7 @@
   spectral norm, the others weight norm.
 
 Channel widths are HiFi-GAN's multiplied by ``width`` (1.0 = the original; the CPU default of
-:mod:`cmmd.audio.vocoder_train` is smaller), kept a multiple of each conv's group count.
+:mod:`cmmd.train.vocoder` is smaller), kept a multiple of each conv's group count.
 
 Losses (least-squares GAN, Mao et al. 2017, as in HiFi-GAN Eqs. 1-2 and 4-6)::
 

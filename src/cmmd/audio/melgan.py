@@ -1,7 +1,7 @@
 """MelGAN generator (Kumar et al. 2019): log-mel ``(B, 80, L)`` -> waveform ``(B, L * 256)``.
 
 The paper's vocoder architecture (METHOD.md section 2), trained with HiFi-GAN's discriminators
-and loss weights by :mod:`cmmd.audio.vocoder_train`. Layout as in MelGAN's Fig. 1: a 7-tap
+and loss weights by :mod:`cmmd.train.vocoder`. Layout as in MelGAN's Fig. 1: a 7-tap
 input conv, then one stage per upsampling rate (8, 8, 2, 2; product = hop 256) of LeakyReLU(0.2)
 + transposed conv (kernel ``2 r``, stride ``r``: exactly ``r`` times longer) + a residual stack
 of dilated 3-tap convs (dilations 1, 3, 9, reflection padded, each followed by a 1x1 conv, with a

@@ -8,7 +8,7 @@ from pathlib import Path
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from cmmd.demo import SHIPPED_CHECKPOINT
+    from cmmd.apps.demo import SHIPPED_CHECKPOINT
 
     parser.add_argument("--out", type=Path, default=Path("outputs/demo"), help="output folder (index.html)")
     parser.add_argument("--checkpoint", type=Path, default=None,
@@ -27,7 +27,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from cmmd.demo import SHIPPED_CHECKPOINT, DemoSettings, print_metrics, run_demo, train_demo_model
+    from cmmd.apps.demo import SHIPPED_CHECKPOINT, DemoSettings, print_metrics, run_demo, train_demo_model
 
     t0 = time.time()
     checkpoint = args.checkpoint or SHIPPED_CHECKPOINT

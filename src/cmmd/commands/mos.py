@@ -14,8 +14,8 @@ import secrets
 from pathlib import Path
 
 from cmmd.errors import CmmdError
-from cmmd.mos.questions import PRESETS, load_questions
-from cmmd.mos.study import create_study, load_study, parse_systems
+from cmmd.apps.mos.questions import PRESETS, load_questions
+from cmmd.apps.mos.study import create_study, load_study, parse_systems
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -78,7 +78,7 @@ def _serve(args: argparse.Namespace) -> int:
     try:
         import uvicorn
 
-        from cmmd.mos.app import create_app
+        from cmmd.apps.mos.app import create_app
     except ImportError as exc:
         raise CmmdError(f"serving needs the 'mos' extra ({exc.name} is missing): pip install -e '.[mos]'") from None
     load_study(args.study_dir)
@@ -110,7 +110,7 @@ def _is_loopback(host: str) -> bool:
 
 
 def _analyze(args: argparse.Namespace) -> int:
-    from cmmd.mos.analyze import analyze_study, write_reports
+    from cmmd.apps.mos.analyze import analyze_study, write_reports
 
     analysis = analyze_study(args.study_dir, correction=args.correction,
                              exclude_failed_attention=args.exclude_failed_attention)

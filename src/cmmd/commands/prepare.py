@@ -47,7 +47,7 @@ def run(args: argparse.Namespace) -> int:
                                clip_seconds=args.clip_seconds)
     codec = None
     if args.codec != "pixel":
-        from cmmd.video.codecs import load_video_codec
+        from cmmd.video.loading import load_video_codec
         from cmmd.video.latents import check_codec_record, encode_prepared_dataset
 
         # Refuse a codec that cannot take these frames, or another codec's directory, before decoding anything.

@@ -31,7 +31,7 @@ def _lambdas(text: str) -> list[float]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from cmmd.study import load_study_config, run_study
+    from cmmd.apps.study import load_study_config, run_study
 
     overrides = list(args.overrides)
     if args.lambda_sweep is not None:

@@ -17,9 +17,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from cmmd.apps.preview import write_preview
     from cmmd.train.config import TrainConfig
     from cmmd.train.loop import train
 
     cfg = load_config(TrainConfig, args.config, args.overrides)
-    train(cfg, resume=args.resume, progress=not args.no_progress)
+    train(cfg, resume=args.resume, progress=not args.no_progress, preview=write_preview)
     return 0

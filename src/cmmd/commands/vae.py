@@ -1,6 +1,6 @@
 """``cmmd vae {train,test,encode}``: the small video VAE and latent codecs on prepared shards.
 
-* ``train DATA --out RUN``: fit the cmmd-vae (:mod:`cmmd.video.vae_train`) on the frames of a
+* ``train DATA --out RUN``: fit the cmmd-vae (:mod:`cmmd.train.vae`) on the frames of a
   ``cmmd prepare`` output; held-out PSNR/SSIM are printed at each checkpoint and at the end.
   Resumable (``--resume``); Ctrl-C checkpoints before stopping.
 * ``test DATA --codec SPEC``: PSNR/SSIM of any codec's round trip on held-out frames, plus
@@ -17,7 +17,7 @@ import argparse
 import time
 
 from cmmd.video.vae import VaeConfig
-from cmmd.video.vae_train import VaeTrainConfig
+from cmmd.train.vae import VaeTrainConfig
 
 HELP = "train or test the small video VAE (latent codec)"
 
@@ -71,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from cmmd.video.vae_train import train_vae
+    from cmmd.train.vae import train_vae
 
     cfg = VaeTrainConfig(
         data=args.data, out_dir=args.out, vae=VaeConfig(downsampling=args.downsample, base_channels=args.base_channels),
@@ -86,8 +86,9 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _test(args: argparse.Namespace) -> int:
-    from cmmd.video.codecs import load_video_codec, psnr, ssim
-    from cmmd.video.vae_train import FramePool
+    from cmmd.video.codecs import psnr, ssim
+    from cmmd.video.loading import load_video_codec
+    from cmmd.train.vae import FramePool
 
     codec = load_video_codec(args.codec, args.device)
     frames = FramePool(args.data, codec.downsampling).held_out_frames(args.frames)
@@ -105,7 +106,7 @@ def _test(args: argparse.Namespace) -> int:
 
 
 def _encode(args: argparse.Namespace) -> int:
-    from cmmd.video.codecs import load_video_codec
+    from cmmd.video.loading import load_video_codec
     from cmmd.video.latents import encode_prepared_dataset
 
     codec = load_video_codec(args.codec, args.device)

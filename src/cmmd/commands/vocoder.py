@@ -1,7 +1,7 @@
 """``cmmd vocoder {train,test,fetch}``: neural vocoders (mel -> waveform).
 
 * ``train AUDIO_DIR --out RUN``: MelGAN generator with HiFi-GAN's discriminators and loss weights
-  on random 4 s segments (:mod:`cmmd.audio.vocoder_train`); ``--init hifigan-universal``
+  on random 4 s segments (:mod:`cmmd.train.vocoder`); ``--init hifigan-universal``
   fine-tunes the released HiFi-GAN V1 universal generator on cmmd's 16 kHz mels instead.
   Resumable (``--resume``); Ctrl-C checkpoints before stopping. The result loads as
   ``cmmd-gan:RUN``.
@@ -17,7 +17,7 @@ import argparse
 import time
 
 from cmmd.audio.melgan import MelGanConfig
-from cmmd.audio.vocoder_train import VocoderTrainConfig
+from cmmd.train.vocoder import VocoderTrainConfig
 
 HELP = "train or test a neural vocoder (mel -> waveform)"
 
@@ -78,7 +78,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from cmmd.audio.vocoder_train import train_vocoder
+    from cmmd.train.vocoder import train_vocoder
 
     generator = args.generator or ("hifigan-v1" if args.init == "hifigan-universal" else "melgan")
     cfg = VocoderTrainConfig(

@@ -17,6 +17,7 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from typing import Any
 
 from torch import nn
@@ -75,6 +76,16 @@ def build_unet(name_or_cfg: str | UNetConfig, **overrides: Any) -> JointUNet:
     if unknown:
         raise ConfigError(f"unknown UNetConfig field {unknown[0]!r}; valid fields: {', '.join(sorted(fields))}")
     return JointUNet(dataclasses.replace(cfg, **overrides))
+
+
+def build_model(preset: str, overrides: Mapping[str, Any] | None = None) -> nn.Module:
+    """The network a run names: a CMMD preset (:data:`PRESETS`) or the MM-Diffusion baseline's
+    ``mmdiffusion-*`` presets, with strictly validated field overrides."""
+    if preset.startswith("mmdiffusion"):
+        from cmmd.models.mmdiffusion import build_mmdiffusion
+
+        return build_mmdiffusion(preset, **dict(overrides or {}))
+    return build_unet(preset, **dict(overrides or {}))
 
 
 def count_parameters(model: nn.Module) -> int:

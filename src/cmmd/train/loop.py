@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import signal
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -22,19 +22,19 @@ from tqdm import tqdm
 
 from cmmd.audio.mel import MelStats
 from cmmd.audio.vocoders import CMMD_MEL
-from cmmd.config import from_dict, save_config, to_dict
+from cmmd.config import save_config, to_dict
 from cmmd.data.dataset import ClipDataset
 from cmmd.data.negatives import make_negatives
 from cmmd.diffusion.losses import training_loss
-from cmmd.diffusion.schedules import make_schedule
+from cmmd.diffusion.schedules import Schedule, make_schedule
 from cmmd.errors import CmmdError
-from cmmd.models import UNetConfig, build_unet
+from cmmd.models.presets import build_model
 from cmmd.train import distributed as D
-from cmmd.train.checkpoint import latest_checkpoint, load_training_state, save_checkpoint
+from cmmd.checkpoint import latest_checkpoint, load_training_state, save_checkpoint
 from cmmd.train.config import TrainConfig
 from cmmd.train.ema import make_ema, update_ema
-from cmmd.train.logging import ScalarLog
-from cmmd.train.schedule import lr_at
+from cmmd.train.scalar_log import ScalarLog
+from cmmd.train.lr_schedule import lr_at
 from cmmd.video.codecs import PixelCodec
 from cmmd.video.latents import read_codec_record
 
@@ -131,15 +131,6 @@ def _ignore_stop_signals(_worker_id: int) -> None:
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
-def build_model(cfg: TrainConfig) -> torch.nn.Module:
-    """The network of a run from its preset name and overrides (strictly validated)."""
-    if cfg.model.preset.startswith("mmdiffusion"):
-        from cmmd.models.mmdiffusion import build_mmdiffusion
-
-        return build_mmdiffusion(cfg.model.preset, **cfg.model.overrides)
-    return build_unet(cfg.model.preset, **cfg.model.overrides)
-
-
 def audio_input(batch: dict[str, torch.Tensor], cfg: TrainConfig, mel_stats: MelStats,
                 device: torch.device) -> torch.Tensor:
     """The model's audio tensor for a batch: normalised log-mels (B, 80, L) or waves (B, 1, S)."""
@@ -176,7 +167,7 @@ def check_config(cfg: TrainConfig, world_size: int) -> tuple[ClipDataset, MelSta
         raise CmmdError("steps: must be positive")
     if cfg.fit_steps_to_budget and cfg.max_minutes <= 0:
         raise CmmdError("fit_steps_to_budget: needs a time budget, max_minutes > 0 (or set fit_steps_to_budget=false)")
-    video_channels = build_model(cfg).cfg.video_channels  # also validates model.preset and model.overrides
+    video_channels = build_model(cfg.model.preset, cfg.model.overrides).cfg.video_channels  # also validates model.preset and model.overrides
     wants_wave = cfg.model.preset.startswith("mmdiffusion")
     if wants_wave != (cfg.data.audio == "wave"):
         raise CmmdError(
@@ -227,16 +218,29 @@ class TrainResult:
     step: int
 
 
-def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> TrainResult:
-    """Run (or resume) training. Works alone or under torchrun (DDP)."""
+PreviewWriter = Callable[[torch.nn.Module, Schedule, TrainConfig, ClipDataset, MelStats, Path], Path]
+"""Writes one preview image for the EMA model (``cmmd.apps.preview.write_preview``); injected by
+the caller so that training never imports the sampling pipeline or the apps above it."""
+
+
+def train(cfg: TrainConfig, resume: bool = False, progress: bool = True,
+          preview: PreviewWriter | None = None) -> TrainResult:
+    """Run (or resume) training. Works alone or under torchrun (DDP).
+
+    ``preview`` is called every ``cfg.preview.every`` steps; that setting needs one.
+    """
+    if cfg.preview.every > 0 and preview is None:
+        raise CmmdError("preview.every is set but this caller passes no preview writer; "
+                        "run `cmmd train`, or set preview.every=0")
     info = D.setup(cfg.device)
     try:
-        return _train(cfg, resume, progress, info)
+        return _train(cfg, resume, progress, info, preview)
     finally:
         D.teardown(info)
 
 
-def _train(cfg: TrainConfig, resume: bool, progress: bool, info: D.DistInfo) -> TrainResult:
+def _train(cfg: TrainConfig, resume: bool, progress: bool, info: D.DistInfo,
+           preview: PreviewWriter | None) -> TrainResult:
     clips, mel_stats, codec_record = check_config(cfg, info.world_size)
     run_dir = Path(cfg.out_dir)
     existing = latest_checkpoint(run_dir)
@@ -249,7 +253,7 @@ def _train(cfg: TrainConfig, resume: bool, progress: bool, info: D.DistInfo) -> 
         print(f"cmmd train: --resume given but {run_dir} has no checkpoint yet; starting fresh")
 
     torch.manual_seed(cfg.seed)  # identical initialisation on every rank
-    model = build_model(cfg).to(info.device)
+    model = build_model(cfg.model.preset, cfg.model.overrides).to(info.device)
     ema = make_ema(model)
     opt = torch.optim.AdamW(
         model.parameters(), lr=cfg.optim.lr, betas=cfg.optim.betas, weight_decay=cfg.optim.weight_decay
@@ -369,10 +373,8 @@ def _train(cfg: TrainConfig, resume: bool, progress: bool, info: D.DistInfo) -> 
                     save_checkpoint(run_dir, step, model, ema, opt, config_dict, extra, cfg.keep_checkpoints)
                 last_saved = step
                 D.barrier(info)
-            if info.is_main and cfg.preview.every > 0 and step % cfg.preview.every == 0:
-                from cmmd.train.preview import write_preview
-
-                write_preview(ema, schedule, cfg, clips, mel_stats, run_dir / "previews" / f"step_{step:08d}.png")
+            if info.is_main and preview is not None and cfg.preview.every > 0 and step % cfg.preview.every == 0:
+                preview(ema, schedule, cfg, clips, mel_stats, run_dir / "previews" / f"step_{step:08d}.png")
             if stop:
                 if info.is_main:
                     why = f"signal {flag.signum}" if flag.requested else f"max_minutes={cfg.max_minutes}"
@@ -385,13 +387,3 @@ def _train(cfg: TrainConfig, resume: bool, progress: bool, info: D.DistInfo) -> 
         for sig, handler in previous_handlers.items():
             signal.signal(sig, handler)
     return TrainResult(model, ema, step)
-
-
-def model_config_of(cfg: TrainConfig) -> UNetConfig:
-    """The resolved UNetConfig of a run (preset + overrides), e.g. for reporting."""
-    return build_model(cfg).cfg
-
-
-def load_train_config(data: dict[str, Any]) -> TrainConfig:
-    """A TrainConfig from a plain dict (as embedded in checkpoints)."""
-    return from_dict(TrainConfig, data)

@@ -39,10 +39,6 @@ from torch import Tensor
 
 from cmmd.errors import CmmdError
 
-VIDEO_CODECS = ("pixel", "cmmd-vae", "sd-vae")
-"""Codec names a spec may start with (:func:`load_video_codec`)."""
-
-
 def weights_digest(state: Mapping[str, Tensor]) -> str:
     """First 16 hex digits of the sha256 of a state dict serialised as safetensors (sorted keys)."""
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in state.items()}
@@ -225,45 +221,10 @@ def round_trip_quality(codec: VideoCodec, frames: np.ndarray) -> dict[str, float
     return {"psnr": psnr(frames, recon), "ssim": ssim(frames, recon)}
 
 
-def parse_spec(spec: str) -> tuple[str, str]:
-    """``"name:argument"`` -> ``(name, argument)``; ``"name"`` -> ``(name, "")``."""
-    name, _, arg = spec.partition(":")
-    return name.strip(), arg.strip()
-
-
-def load_video_codec(spec: str, device: torch.device | str = "cpu") -> VideoCodec:
-    """The codec a spec names: ``pixel``, ``cmmd-vae:<checkpoint>`` or ``sd-vae:<local path>``.
-
-    ``<checkpoint>`` is a ``cmmd vae train`` run directory, one of its checkpoint directories or
-    an exported ``.safetensors`` file; ``<local path>`` a diffusers ``AutoencoderKL`` folder or a
-    single safetensors file (see :mod:`cmmd.video.sdvae`). Nothing is downloaded.
-    """
-    name, arg = parse_spec(spec)
-    if name == "pixel":
-        if arg:
-            raise CmmdError(f"codec spec {spec!r}: the pixel codec takes no argument")
-        return PixelCodec()
-    if name not in VIDEO_CODECS:
-        raise CmmdError(f"unknown video codec {name!r} in {spec!r}; choose from pixel, cmmd-vae:<checkpoint>, "
-                        "sd-vae:<local folder or .safetensors>")
-    if not arg:
-        raise CmmdError(f"codec spec {spec!r} needs a path: {name}:<path>")
-    if name == "cmmd-vae":
-        from cmmd.video.vae import CmmdVaeCodec
-
-        return CmmdVaeCodec.load(arg, device)
-    from cmmd.video.sdvae import SdVaeCodec
-
-    return SdVaeCodec.load(arg, device)
-
-
 __all__ = [
-    "VIDEO_CODECS",
     "PixelCodec",
     "VideoCodec",
     "frames_to_unit",
-    "load_video_codec",
-    "parse_spec",
     "psnr",
     "round_trip_quality",
     "ssim",

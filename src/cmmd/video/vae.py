@@ -8,7 +8,7 @@ stride-2 convs between levels, a middle block, and a head giving ``(mu, log sigm
 decoder mirrors it with nearest-neighbour upsampling. ``levels = log2(d) + 1``.
 
 :class:`CmmdVaeCodec` wraps a trained model as a :class:`~cmmd.video.codecs.VideoCodec`; its
-checkpoints come from ``cmmd vae train`` (:mod:`cmmd.video.vae_train`) and carry the model
+checkpoints come from ``cmmd vae train`` (:mod:`cmmd.train.vae`) and carry the model
 config, the scaling factor and the held-out PSNR in their metadata.
 """
 
@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from cmmd.errors import CmmdError
-from cmmd.train.checkpoint import load_weights, read_info
+from cmmd.checkpoint import load_weights, read_info
 from cmmd.video.codecs import VideoCodec, weights_digest
 
 LOGVAR_RANGE = (-30.0, 20.0)

@@ -30,7 +30,7 @@ from cmmd.errors import CmmdError
 from cmmd.eval.evaluate import METRICS
 from cmmd.pipeline import SamplingSettings
 from cmmd.train.config import TrainConfig
-from cmmd.train.loop import build_model
+from cmmd.models.presets import build_model
 
 STUDY_OWNED = ("out_dir", "max_minutes", "data.root")  # set by the study for every system
 SYSTEM_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")  # a folder name without dots (dotted keys)
@@ -79,7 +79,7 @@ class TrainingSet:
 
 @dataclass
 class TestSet:
-    """Held-out *impacts* clips (``cmmd.demo.make_test_clips`` seeds): how many, how long, and
+    """Held-out *impacts* clips (``cmmd.apps.demo.make_test_clips`` seeds): how many, how long, and
     how many go through the sampler at once."""
 
     clips: int = 16
@@ -354,7 +354,7 @@ def train_config(cfg: StudyConfig, name: str, out: Path) -> TrainConfig:
     try:
         train_cfg = from_dict(TrainConfig, data)
         with torch.device("meta"):
-            build_model(train_cfg)
+            build_model(train_cfg.model.preset, train_cfg.model.overrides)
     except (ConfigError, CmmdError) as exc:
         raise ConfigError(f"systems.{name}.train: {exc}") from None
     return train_cfg

@@ -14,8 +14,8 @@ from typing import Any
 import torch
 
 from cmmd.data.conventions import FPS
-from cmmd.study.config import StudyConfig, base_train_config, flatten, system_train_dict
-from cmmd.study.tables import (eta_table, json_safe, lambda_table, main_table, paired_tests, summary_entry,
+from cmmd.apps.study.config import StudyConfig, base_train_config, flatten, system_train_dict
+from cmmd.apps.study.tables import (eta_table, json_safe, lambda_table, main_table, paired_tests, summary_entry,
                                tests_table)
 from cmmd.train.config import TrainConfig
 
@@ -102,7 +102,7 @@ def build_report(cfg: StudyConfig, out: Path, rows: Mapping[str, Mapping[str, An
                  train_cfgs: Mapping[str, TrainConfig], notes: Sequence[str], command: str,
                  timing: Mapping[str, Any], say: Callable[[str], None] = print) -> dict[str, Any]:
     """Compose the tables, write ``study.md`` / ``study.json`` into ``out``, print the tables."""
-    from cmmd.demo import TEST_SEED
+    from cmmd.apps.demo import TEST_SEED
 
     hw = hardware()
     labels = {name: cfg.label_of(name) for name in cfg.systems}

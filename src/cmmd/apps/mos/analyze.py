@@ -26,8 +26,8 @@ import numpy as np  # noqa: E402
 
 from cmmd.errors import CmmdError  # noqa: E402
 from cmmd.eval.stats import bonferroni, bootstrap_ci, holm_correction, paired_wilcoxon  # noqa: E402
-from cmmd.mos import db  # noqa: E402
-from cmmd.mos.study import ATTENTION_FAIL_SCORE, AttentionResult, Study, attention_results, load_study  # noqa: E402
+from cmmd.apps.mos import db  # noqa: E402
+from cmmd.apps.mos.study import ATTENTION_FAIL_SCORE, AttentionResult, Study, attention_results, load_study  # noqa: E402
 
 CORRECTIONS = ("holm", "bonferroni", "none")
 ALPHA = 0.05

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from html import escape
 
-from cmmd.mos.questions import SCALE_LABELS, SCALE_MAX, SCALE_MIN, Question
+from cmmd.apps.mos.questions import SCALE_LABELS, SCALE_MAX, SCALE_MIN, Question
 
 CSS = """
 body { font-family: system-ui, sans-serif; max-width: 46rem; margin: 1.5rem auto; padding: 0 1rem;

@@ -27,7 +27,7 @@ from cmmd.eval.stats import bootstrap_ci
 from cmmd.eval.sync import clip_sync_scores, shuffled_baseline
 from cmmd.pipeline import Pipeline, SamplingSettings
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 SHIPPED_CHECKPOINT = REPO / "checkpoints" / "demo-tiny.safetensors"
 DEMO_CONFIG = REPO / "configs" / "demo_tiny.yaml"
 TEST_SEED = 1_000_003  # held-out clips: far from the training seeds (0..n_train)

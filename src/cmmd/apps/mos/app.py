@@ -35,9 +35,9 @@ from starlette.responses import FileResponse, HTMLResponse, RedirectResponse, Re
 from starlette.routing import Route
 
 from cmmd.errors import CmmdError
-from cmmd.mos import db, pages
-from cmmd.mos.questions import SCALE_MAX, SCALE_MIN
-from cmmd.mos.study import ATTENTION_FAIL_SCORE, BROWSER_CONTAINERS, Item, Study, attention_results, load_study
+from cmmd.apps.mos import db, pages
+from cmmd.apps.mos.questions import SCALE_MAX, SCALE_MIN
+from cmmd.apps.mos.study import ATTENTION_FAIL_SCORE, BROWSER_CONTAINERS, Item, Study, attention_results, load_study
 
 SESSION_COOKIE = "mos_session"
 ADMIN_COOKIE = "mos_admin"

@@ -4,7 +4,7 @@ Layout of ``STUDY_DIR`` (only ``media/`` files are ever served, and only by opaq
 
     study.json        systems, clips, items, questions, seed (server-side only)
     media/<id>.<ext>  one hard link (or copy) per rated item; attention checks are remuxed here
-    ratings.sqlite    the ratings database (``cmmd.mos.db``)
+    ratings.sqlite    the ratings database (``cmmd.apps.mos.db``)
 
 Each *clip* (a file stem shared by every system's folder) is shown once per system; an *item*
 is one (clip, system) file. Attention-check items are a ground-truth clip's video muxed with
@@ -30,8 +30,8 @@ import numpy as np
 
 from cmmd.data.media import read_media
 from cmmd.errors import CmmdError
-from cmmd.mos import db
-from cmmd.mos.questions import Question, attention_question, questions_from_json
+from cmmd.apps.mos import db
+from cmmd.apps.mos.questions import Question, attention_question, questions_from_json
 
 STUDY_FILE = "study.json"
 MEDIA_DIR = "media"

@@ -30,7 +30,7 @@ STEP_PREFIX = "step_"
 
 def code_version() -> str:
     """cmmd's version plus the git commit (with ``-dirty``) when run from a checkout."""
-    root = Path(__file__).resolve().parents[3]
+    root = Path(__file__).resolve().parents[2]
     try:
         sha = subprocess.run(
             ["git", "-C", str(root), "describe", "--always", "--dirty"],

@@ -11,14 +11,13 @@ from cmmd.audio.mel import MelStats
 from cmmd.data.dataset import ClipDataset
 from cmmd.diffusion.schedules import Schedule
 from cmmd.eval.plots import save_spectrograms
+from cmmd.pipeline import Pipeline, SamplingSettings
 from cmmd.train.config import TrainConfig
 
 
 def write_preview(ema: torch.nn.Module, schedule: Schedule, cfg: TrainConfig, clips: ClipDataset,
                   mel_stats: MelStats, path: Path) -> Path:
     """Spectrograms of ground truth vs video->audio for clip 0 of epoch 0 (fixed seed), as PNG."""
-    from cmmd.pipeline import Pipeline, SamplingSettings  # the pipeline imports the training config
-
     was_training = ema.training
     device = next(ema.parameters()).device
     pipe = Pipeline(ema, cfg, mel_stats, clips.fps, clips.size, clips.sample_rate, device)

@@ -30,7 +30,7 @@ from cmmd.config import ConfigError
 from cmmd.errors import CmmdError
 from cmmd.eval.evaluate import EvalSettings, evaluate, write_metrics
 from cmmd.pipeline import SamplingSettings
-from cmmd.study.config import Budget
+from cmmd.apps.study.config import Budget
 from cmmd.train.config import TrainConfig
 
 Mode = Literal["v2a", "a2v"]
@@ -76,7 +76,7 @@ def train_system(job: TrainJob) -> dict[str, Any]:
     Wall time is counted over segments: a resumed run keeps the time up to its last checkpoint
     (the work after it was lost) and gets the rest of a minutes budget.
     """
-    from cmmd.train.checkpoint import latest_checkpoint, read_info
+    from cmmd.checkpoint import latest_checkpoint, read_info
     from cmmd.train.loop import train
 
     run_dir = Path(job.config.out_dir)
@@ -136,7 +136,7 @@ def generate_clips(job: GenerateJob) -> dict[str, Any]:
     frames + real audio) and ``done.json`` with the sampling time; reused when it matches."""
     from cmmd.data.media import read_media, write_media
     from cmmd.pipeline import Pipeline
-    from cmmd.train.checkpoint import read_info
+    from cmmd.checkpoint import read_info
 
     out = Path(job.out_dir)
     spec = {"checkpoint_step": read_info(Path(job.run_dir)).step, "sampling": asdict(job.sampling),

@@ -11,7 +11,7 @@ Frames: every frame of every complete item; the last ``max(1, 10 %)`` of the ite
 are held out for the PSNR/SSIM report (with a single item, its last 10 % of frames). Batches are
 drawn uniformly from the training frames from ``(seed, step)`` alone, with random horizontal
 flips, so a resumed run sees the batches an uninterrupted one would. Checkpoints (weights, EMA
-weights, optimizer; :mod:`cmmd.train.checkpoint`) go to ``RUN/checkpoints/step_*``; the EMA file
+weights, optimizer; :mod:`cmmd.checkpoint`) go to ``RUN/checkpoints/step_*``; the EMA file
 alone is a loadable codec (``cmmd-vae:RUN``).
 """
 
@@ -33,7 +33,7 @@ from torch import Tensor
 from tqdm import tqdm
 
 from cmmd.errors import CmmdError
-from cmmd.train.checkpoint import latest_checkpoint, load_training_state, read_info, save_checkpoint
+from cmmd.checkpoint import latest_checkpoint, load_training_state, read_info, save_checkpoint
 from cmmd.train.ema import make_ema, update_ema
 from cmmd.video.codecs import VideoCodec, frames_to_unit, round_trip_quality
 from cmmd.video.vae import CmmdVaeCodec, KlVae, VaeConfig, kl_divergence

@@ -15,7 +15,7 @@ Layout of ``OUT``::
 
 Order of work: check the config and every run in OUT (refusing mismatches before anything
 runs), make the training set and test clips, then train, generate and evaluate as tasks
-(:mod:`cmmd.study.tasks`), then the tables (:mod:`cmmd.study.tables`).
+(:mod:`cmmd.apps.study.tasks`), then the tables (:mod:`cmmd.apps.study.tables`).
 """
 
 from __future__ import annotations
@@ -35,10 +35,10 @@ from cmmd.data.conventions import FPS
 from cmmd.errors import CmmdError
 from cmmd.eval.evaluate import EvalSettings
 from cmmd.pipeline import SamplingSettings
-from cmmd.study.config import (Budget, StudyConfig, base_fingerprint, base_train_config, flatten, system_train_dict,
+from cmmd.apps.study.config import (Budget, StudyConfig, base_fingerprint, base_train_config, flatten, system_train_dict,
                                train_config)
-from cmmd.study.report import build_report, eta_of
-from cmmd.study.tasks import (DONE, SYSTEM_FILE, EvaluateJob, GenerateJob, Mode, Progress, Task, TrainJob,
+from cmmd.apps.study.report import build_report, eta_of
+from cmmd.apps.study.tasks import (DONE, SYSTEM_FILE, EvaluateJob, GenerateJob, Mode, Progress, Task, TrainJob,
                               evaluate_clips, generate_clips, read_json, run_tasks, train_system, write_json)
 from cmmd.train.config import TrainConfig
 
@@ -84,7 +84,7 @@ class TrainPlan:
 def plan_training(cfg: StudyConfig, out: Path, resume: bool) -> dict[str, TrainPlan]:
     """Decide per system, before any work, whether its run is reused, trained or resumed;
     refuse runs made with another config and interrupted runs without ``--resume``."""
-    from cmmd.train.checkpoint import latest_checkpoint
+    from cmmd.checkpoint import latest_checkpoint
 
     plans = {}
     for name in cfg.systems:
@@ -147,8 +147,8 @@ def prepare_training_set(cfg: StudyConfig, out: Path, train_cfgs: dict[str, Trai
 
 
 def prepare_test_clips(cfg: StudyConfig, out: Path) -> tuple[Path, list[str]]:
-    """The held-out clips (``cmmd.demo.make_test_clips``), made once per test spec."""
-    from cmmd.demo import TEST_SEED, make_test_clips
+    """The held-out clips (``cmmd.apps.demo.make_test_clips``), made once per test spec."""
+    from cmmd.apps.demo import TEST_SEED, make_test_clips
 
     folder = out / "test_clips"
     spec = {"clips": cfg.test.clips, "seconds": cfg.test.seconds, "size": cfg.data.size, "seed": TEST_SEED}

@@ -69,7 +69,7 @@ from cmmd.audio.vocoders import (
 from cmmd.data.media import MediaError, read_media
 from cmmd.data.prepare import AUDIO_SCALE, VIDEO_SUFFIXES, item_key
 from cmmd.errors import CmmdError
-from cmmd.train.checkpoint import STEP_PREFIX, code_version, latest_checkpoint
+from cmmd.checkpoint import STEP_PREFIX, code_version, latest_checkpoint
 
 AUDIO_SUFFIXES = frozenset({".wav", ".flac", ".mp3", ".ogg", ".oga", ".opus", ".m4a", ".aac", ".wma", ".aif",
                             ".aiff", ".au"}) | VIDEO_SUFFIXES
