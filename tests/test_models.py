@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 import pytest
 import torch
@@ -14,6 +15,7 @@ from cmmd.models import (
     EasyFusion,
     JointUNet,
     UNetConfig,
+    build_model,
     build_unet,
     count_parameters,
     resample_time,
@@ -182,11 +184,19 @@ def test_wrong_channel_counts_raise() -> None:
         model(video, audio, t)
 
 
-@pytest.mark.parametrize(("name", "low", "high"), [("tiny", 1e6, 3e6), ("small", 10e6, 30e6), ("paper", 100e6, 200e6)])
-def test_preset_parameter_counts(name: str, low: float, high: float) -> None:
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+
+@pytest.mark.parametrize(("name", "millions"), [("tiny", 1.58), ("small", 14.07), ("paper", 126.07),
+                                                ("mmdiffusion-aist", 133.69), ("mmdiffusion-tiny", 1.61),
+                                                ("mmdiffusion-matched-small", 14.47)])
+def test_preset_parameter_counts_match_the_readme(name: str, millions: float) -> None:
+    """Exact to the README's two decimals, and the README's preset table states that figure."""
     with torch.device("meta"):
-        model = build_unet(name)
-    assert low <= count_parameters(model) <= high
+        model = build_model(name)
+    assert round(count_parameters(model) / 1e6, 2) == millions
+    rows = [line for line in README.read_text().splitlines() if line.startswith("| `") and f"`{name}`" in line]
+    assert rows and f"{millions:.2f} M" in rows[0], f"README's preset table does not state {millions:.2f} M for {name}"
 
 
 def test_presets_round_trip_through_config_dicts() -> None:

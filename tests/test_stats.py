@@ -22,18 +22,39 @@ def test_bootstrap_ci_covers_true_mean_with_expected_width() -> None:
 
 
 def test_bootstrap_ci_is_seeded_and_supports_median() -> None:
-    x = np.arange(50, dtype=float)
-    assert tuple(bootstrap_ci(x, seed=3)) == tuple(bootstrap_ci(x, seed=3))
-    point, lo, hi = bootstrap_ci(x, statistic=np.median, n_boot=500)
-    assert point == 24.5 and lo <= point <= hi
+    x = np.random.default_rng(0).normal(size=40)
+    first, again, other = bootstrap_ci(x, seed=3), bootstrap_ci(x, seed=3), bootstrap_ci(x, seed=4)
+    assert (first.lo, first.hi) == (again.lo, again.hi)  # the seed fixes the resamples...
+    assert (first.lo, first.hi) != (other.lo, other.hi)  # ...and a different seed draws others
+    point, lo, hi = bootstrap_ci(np.arange(50, dtype=float), statistic=np.median, n_boot=500)
+    assert point == 24.5 and lo < point < hi
+
+
+def test_bootstrap_ci_of_the_mean_matches_the_normal_interval() -> None:
+    """For n = 400 normal values the percentile interval is mean +- 1.96 sd / sqrt(n) to ~5 %."""
+    x = np.random.default_rng(1).normal(3.0, 2.0, size=400)
+    point, lo, hi = bootstrap_ci(x, n_boot=4000)
+    half = 1.96 * x.std() / np.sqrt(x.size)
+    assert point == pytest.approx(x.mean())
+    assert lo == pytest.approx(x.mean() - half, abs=0.05 * half)
+    assert hi == pytest.approx(x.mean() + half, abs=0.05 * half)
 
 
 def test_bootstrap_ci_accepts_statistic_without_axis() -> None:
+    """A statistic without ``axis`` goes row by row and must give exactly the vectorised result."""
+    x = np.random.default_rng(2).normal(size=30)
+
+    def mean_without_axis(v: np.ndarray) -> float:
+        return float(np.mean(v))
+
+    assert tuple(bootstrap_ci(x, statistic=mean_without_axis, n_boot=300, seed=5)) == pytest.approx(
+        tuple(bootstrap_ci(x, statistic=np.mean, n_boot=300, seed=5)), rel=1e-12)
+
     def spread(v: np.ndarray) -> float:
         return float(v.max() - v.min())
 
-    point, lo, hi = bootstrap_ci(np.arange(10.0), statistic=spread, n_boot=50)
-    assert point == 9.0 and lo <= hi <= 9.0
+    point, lo, hi = bootstrap_ci(np.arange(10.0), statistic=spread, n_boot=200)
+    assert point == 9.0 and hi == 9.0 and lo < 9.0  # resamples that miss an end have a smaller range
 
 
 def test_bootstrap_ci_drops_and_counts_nans() -> None:
