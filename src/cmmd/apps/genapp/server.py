@@ -45,6 +45,7 @@ _SECURITY_HEADERS = {
     "Referrer-Policy": "no-referrer",
 }
 _RESULT_FILE = re.compile(r"^v\d+(\.mp4|_spec\.png)$")
+_FORM_TYPES = ("multipart/form-data", "application/x-www-form-urlencoded")
 _SUFFIX = re.compile(r"^\.[a-z0-9]{1,5}$")
 
 
@@ -73,7 +74,7 @@ def create_app(pipelines: dict[str, Pipeline], checkpoint: str, workdir: Path, m
         finally:
             await run_in_threadpool(queue.close)
 
-    return Starlette(lifespan=lifespan, routes=[
+    app = Starlette(lifespan=lifespan, routes=[
         Route("/", lambda request: _html(pages.index_page(info)), methods=["GET"]),
         Route("/api/jobs", handlers.submit, methods=["POST"]),
         Route("/api/jobs/{job_id}", handlers.status, methods=["GET"]),
@@ -82,6 +83,8 @@ def create_app(pipelines: dict[str, Pipeline], checkpoint: str, workdir: Path, m
         Route("/static/app.css", lambda request: _asset(pages.CSS, "text/css"), methods=["GET"]),
         Route("/static/app.js", lambda request: _asset(pages.JS, "text/javascript"), methods=["GET"]),
     ])
+    app.state.queue = queue  # for introspection (tests)
+    return app
 
 
 def _html(body: str) -> HTMLResponse:
@@ -119,7 +122,7 @@ class _Handlers:
         if int(declared) > self.max_bytes:
             raise InputError(f"the upload is {int(declared) / 2**20:.1f} MB; the limit is "
                              f"{self.info.max_upload_mb:g} MB", 413)
-        if request.headers.get("content-type", "").split(";")[0].strip().lower() != "multipart/form-data":
+        if request.headers.get("content-type", "").split(";")[0].strip().lower() not in _FORM_TYPES:
             raise InputError("send a multipart/form-data form (curl -F), with a 'file' for v2a and a2v", 415)
         try:
             async with request.form(max_files=1, max_fields=len(FIELDS) + 1, max_part_size=64 * 1024) as form:
