@@ -39,7 +39,7 @@ label { display: inline-block; margin: 0.25rem 1rem 0.25rem 0; }
 input[type=number] { width: 6rem; }
 button { font-size: 1rem; padding: 0.5rem 1.2rem; }
 button:disabled { opacity: 0.5; }
-video { width: 100%; max-height: 50vh; background: #000; }
+video { width: 100%; max-height: 24rem; background: #000; }
 img { width: 100%; }
 figure { border-top: 1px solid #ddd; margin: 1rem 0; padding-top: 0.6rem; }
 table { border-collapse: collapse; font-size: 0.85rem; }
