@@ -64,7 +64,9 @@ def clips(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("app_clips")
     (root / "notes.txt").write_text("not a video")
     (root / "empty.mp4").write_bytes(b"")
-    return {"av": write_clip(root / "clip.mp4"), "silent": write_clip(root / "silent.mp4", audio=False),
+    whole = write_clip(root / "whole.mp4").read_bytes()
+    (root / "cut.mp4").write_bytes(whole[: len(whole) // 2])
+    return {"cut": root / "cut.mp4", "long": write_clip(root / "long.mp4", seconds=2.5), "av": write_clip(root / "clip.mp4"), "silent": write_clip(root / "silent.mp4", audio=False),
             "sound": write_clip(root / "beat.mkv", video=False), "text": root / "notes.txt",
             "empty": root / "empty.mp4"}
 
@@ -78,7 +80,7 @@ def pipelines() -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def client(pipelines: dict[str, Any], tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:
-    app = create_app(pipelines, "demo-tiny", tmp_path_factory.mktemp("app_work"), max_upload_mb=1.0)
+    app = create_app(pipelines, "demo-tiny", tmp_path_factory.mktemp("app_work"), max_upload_mb=1.0, max_seconds=2.0)
     with TestClient(app) as test_client:
         yield test_client
 
@@ -132,8 +134,10 @@ def test_jobs_report_progress_settings_and_files(client: TestClient) -> None:
 @pytest.mark.parametrize("clip,fields,status,reason", [
     ("text", {"mode": "v2a"}, 422, "notes.txt: not a readable media file"),
     ("empty", {"mode": "v2a"}, 422, "empty.mp4: empty file (0 bytes)"),
-    ("sound", {"mode": "v2a"}, 422, "beat.mkv: "),
-    ("silent", {"mode": "a2v"}, 422, "silent.mp4: "),
+    ("sound", {"mode": "v2a"}, 422, "beat.mkv: no video stream"),
+    ("cut", {"mode": "v2a"}, 422, "cut.mp4: truncated or damaged"),
+    ("long", {"mode": "a2v"}, 422, "long.mp4: 2.5 s long; the app takes at most 2 s"),
+    ("silent", {"mode": "a2v"}, 422, "silent.mp4: no audio stream"),
     (None, {"mode": "v2a"}, 422, "mode v2a needs a 'file'"),
     ("av", {"mode": "joint"}, 422, "joint mode is unconditional"),
     ("av", {"mode": "x2y"}, 422, "mode must be one of v2a, a2v, joint"),
@@ -179,6 +183,13 @@ def test_concurrent_requests_are_queued_and_all_answered(client: TestClient, cli
     jobs = [queue.get(a.headers["x-job"].rsplit("/", 1)[1]) for a in answers]
     spans = sorted((job.started, job.finished) for job in jobs)
     assert all(end <= start for (_, end), (start, _) in zip(spans, spans[1:])), "jobs overlapped"
+
+
+def test_cli_refuses_a_bad_port_before_loading(capsys: pytest.CaptureFixture[str]) -> None:
+    from cmmd.cli import main
+
+    assert main(["app", "--port", "0"]) == 2
+    assert capsys.readouterr().err.strip() == "cmmd app: error: --port must be 1-65535, got 0"
 
 
 def _request() -> GenRequest:

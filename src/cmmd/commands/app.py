@@ -23,7 +23,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="offer this vocoder beside griffinlim: cmmd-gan:<run> or hifigan-universal (repeatable)")
     parser.add_argument("--max-upload-mb", type=float, default=50.0, help="largest upload accepted (default: 50)")
     parser.add_argument("--max-seconds", type=float, default=10.0,
-                        help="longest clip: inputs are cut there, joint lengths capped (default: 10)")
+                        help="longest clip: longer uploads are refused, joint lengths capped (default: 10)")
     parser.add_argument("--max-queue", type=int, default=16, help="jobs that may wait at once (default: 16)")
     parser.add_argument("--device", default="cpu")
 

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
+import av
 import numpy as np
 
 from cmmd.data.media import MediaError, read_media
@@ -90,22 +92,25 @@ def _number(form: Mapping[str, str], name: str, kind: type[int] | type[float], d
 
 
 def read_condition(request: GenRequest, path: Path, name: str, pipe: Pipeline, max_seconds: float) -> None:
-    """Decode the uploaded file at ``path`` (shown as ``name``) into ``request``'s condition: at most
-    ``max_seconds``, at the model's frame rate, size and sample rate."""
-    kwargs = {"fps": pipe.fps, "sample_rate": pipe.sample_rate, "size": pipe.size, "duration": max_seconds}
+    """Decode the uploaded file at ``path`` (shown as ``name``) into ``request``'s condition, at the
+    model's frame rate, size and sample rate; a file declared longer than ``max_seconds`` is refused
+    before decoding."""
+    seconds = _declared_seconds(path)
+    if seconds is not None and seconds > max_seconds + 0.05:
+        raise InputError(f"{name}: {seconds:.1f} s long; the app takes at most {max_seconds:g} s (cut it, or start "
+                         "the app with a larger --max-seconds)")
+    read = partial(read_media, path, fps=pipe.fps, sample_rate=pipe.sample_rate, size=pipe.size)
     try:
         if request.mode == "v2a":
-            try:
-                media = read_media(path, **kwargs)  # type: ignore[arg-type]
-            except MediaError as exc:
-                if exc.kind != "no_audio":
-                    raise
-                media = read_media(path, audio=False, **kwargs)  # type: ignore[arg-type]
+            try:  # its own soundtrack, when it has a readable one, is shown beside the generated sound
+                media = read()
+            except MediaError:
+                media = read(audio=False)
             if media.frames is None or len(media.frames) < 2:
                 raise InputError(f"{name}: video->audio needs a video with at least 2 frames")
             request.frames, request.wave = media.frames, media.audio
         else:
-            media = read_media(path, video=False, **kwargs)  # type: ignore[arg-type]
+            media = read(video=False)
             hop = int(pipe.sample_rate / pipe.fps)
             if media.audio is None or len(media.audio) < hop * 2:
                 raise InputError(f"{name}: audio->video needs at least 0.2 s of audio")
@@ -113,3 +118,13 @@ def read_condition(request: GenRequest, path: Path, name: str, pipe: Pipeline, m
     except MediaError as exc:
         raise InputError(f"{name}: {exc.reason}") from None
     request.source = name
+
+
+def _declared_seconds(path: Path) -> float | None:
+    """The container's declared duration, None when it declares none or cannot be opened (decoding
+    then gives the reason)."""
+    try:
+        with av.open(str(path), metadata_errors="ignore") as container:
+            return None if container.duration is None else container.duration / av.time_base
+    except (av.FFmpegError, OSError, ValueError):
+        return None

@@ -154,7 +154,7 @@ Runs on this machine; requests are queued and sampled one at a time.</p>
 <label>Mode <select name="mode" id="mode">{_options(list(MODES), MODES)}</select></label>
 <div id="file-field"><label>Video or audio file
 <input type="file" name="file" id="file" accept="video/*,audio/*"></label>
-<span class="hint">at most {info.max_upload_mb:g} MB; the first {info.max_seconds:g} s are used. Audio -&gt; video
+<span class="hint">at most {info.max_upload_mb:g} MB and {info.max_seconds:g} s. Audio -&gt; video
 takes an audio file or a video's soundtrack.</span></div>
 <div id="seconds-field"><label>Length (s) <input type="number" name="seconds" step="0.1" min="0.2"
 max="{info.max_seconds:g}" value="{info.train_seconds:g}"></label></div>
