@@ -183,6 +183,7 @@ def test_concurrent_requests_are_queued_and_all_answered(client: TestClient, cli
     jobs = [queue.get(a.headers["x-job"].rsplit("/", 1)[1]) for a in answers]
     spans = sorted((job.started, job.finished) for job in jobs)
     assert all(end <= start for (_, end), (start, _) in zip(spans, spans[1:])), "jobs overlapped"
+    assert not any((queue.root / "uploads").iterdir()), "uploads are deleted once decoded"
 
 
 def test_cli_refuses_a_bad_port_before_loading(capsys: pytest.CaptureFixture[str]) -> None:
@@ -211,7 +212,7 @@ def test_queue_runs_one_job_at_a_time_in_order_and_survives_failures(tmp_path: P
             raise RuntimeError("boom")
         return []
 
-    queue = JobQueue(work, tmp_path, max_waiting=2)
+    queue = JobQueue(work, tmp_path, max_waiting=2, keep=1)
     queue.start()
     try:
         first = queue.submit(_request())
@@ -228,3 +229,4 @@ def test_queue_runs_one_job_at_a_time_in_order_and_survives_failures(tmp_path: P
     assert order == [first.id, second.id, third.id]
     assert [j.state for j in (first, second, third)] == ["done", "failed", "done"]
     assert second.error == "internal error (RuntimeError: boom)"
+    assert queue.get(first.id) is None and not first.folder.exists() and third.folder.is_dir()  # only `keep` kept

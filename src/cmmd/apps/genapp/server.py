@@ -150,7 +150,7 @@ class _Handlers:
 
     async def _decode(self, req: GenRequest, upload: UploadFile) -> None:
         """Copy the upload into the temporary folder, decode it into ``req``, delete it."""
-        name = Path(upload.filename or "upload").name[:120] or "upload"
+        name = "".join(c for c in Path(upload.filename or "").name if c.isprintable())[:120] or "upload"
         suffix = Path(name).suffix.lower()
         path = self.workdir / "uploads" / f"{secrets.token_hex(8)}{suffix if _SUFFIX.match(suffix) else ''}"
         path.parent.mkdir(parents=True, exist_ok=True)
