@@ -31,7 +31,6 @@ LOG_FLOOR = 1e-5
 
 
 # Length conversions: the one place where video frames, audio samples and mel frames meet.
-# Every stage converts through these rather than through literal 1600 / 256 / 6.25.
 
 
 def frames_to_samples(num_frames: int, fps: float = FPS, sample_rate: int = SAMPLE_RATE) -> int:
