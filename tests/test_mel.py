@@ -174,6 +174,8 @@ def test_log_mel_is_cmmd_mel_config_log_mel_at_its_rate() -> None:
     assert not torch.equal(log_mel(wave, 22050), log_mel(wave))
     with pytest.raises(CmmdError, match="shorter than one mel hop"):
         HIFIGAN_MEL.log_mel(torch.zeros(255))
+    with pytest.raises(CmmdError, match="more than 384 samples"):
+        HIFIGAN_MEL.log_mel(torch.zeros(300))
 
 
 def test_dataset_checkpoint_pipeline_and_vocoder_compute_one_log_mel(

@@ -168,15 +168,15 @@ def _constants(mel: MelConfig, device: torch.device, dtype: torch.dtype) -> tupl
     return torch.from_numpy(fb).to(device=device, dtype=dtype), window
 
 
-def stft(wave: Tensor, window: Tensor) -> Tensor:
-    """Complex STFT ``(..., N_FFT // 2 + 1, S // HOP + 1)`` of ``wave (..., S)`` in cmmd framing.
+def stft(wave: Tensor, window: Tensor, mel: MelConfig = CMMD_MEL) -> Tensor:
+    """Complex STFT ``(..., n_fft // 2 + 1, S // hop + 1)`` of ``wave (..., S)`` in cmmd framing.
 
-    Centred frames with zero padding (librosa's default), all ``S // HOP + 1`` of them: callers
-    drop the last frame (:func:`log_mel`) or supply it (:mod:`cmmd.audio.griffinlim`).
+    Centred frames with zero padding (librosa's default), all ``S // hop + 1`` of them: callers
+    drop the last frame (:meth:`MelConfig.log_mel`) or supply it (:mod:`cmmd.audio.griffinlim`).
     """
     lead = wave.shape[:-1]
     spec = torch.stft(
-        wave.reshape(-1, wave.shape[-1]), n_fft=N_FFT, hop_length=HOP, win_length=WIN,
+        wave.reshape(-1, wave.shape[-1]), n_fft=mel.n_fft, hop_length=mel.hop, win_length=mel.win_length,
         window=window, center=True, pad_mode="constant", return_complex=True,
     )
     return spec.reshape(*lead, *spec.shape[-2:])
@@ -186,10 +186,11 @@ def _magnitude(x: Tensor, mel: MelConfig, window: Tensor) -> Tensor:
     """``|STFT|`` ``(B, n_fft // 2 + 1, S // hop)`` of ``x (B, S)`` in ``mel.framing``."""
     frames = x.shape[-1] // mel.hop
     if mel.framing == "cmmd":
-        spec = torch.stft(x, mel.n_fft, mel.hop, mel.win_length, window, center=True, pad_mode="constant",
-                          return_complex=True)
-        return spec.abs()[..., :frames]  # drop the last centred frame
+        return stft(x, window, mel).abs()[..., :frames]  # drop the last centred frame
     pad = (mel.n_fft - mel.hop) // 2
+    if x.shape[-1] <= pad:
+        raise CmmdError(f"HiFi-GAN framing reflects {pad} samples at each end, so it needs more than {pad} "
+                        f"samples; got {x.shape[-1]}")
     x = torch.nn.functional.pad(x[:, None], (pad, pad), mode="reflect")[:, 0]
     spec = torch.stft(x, mel.n_fft, mel.hop, mel.win_length, window, center=False, return_complex=True)
     return torch.sqrt(spec.real**2 + spec.imag**2 + 1e-9)[..., :frames]
