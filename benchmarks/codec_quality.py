@@ -49,14 +49,8 @@ import librosa
 import numpy as np
 import torch
 
-from cmmd.audio.vocoders import (
-    Vocoder,
-    load_vocoder,
-    log_mel_l1,
-    multi_resolution_stft_distance,
-    read_generator_file,
-    resolve_generator_file,
-)
+from cmmd.audio.quality import log_mel_l1, multi_resolution_stft_distance
+from cmmd.audio.vocoders import Vocoder, load_vocoder, read_generator_file, resolve_generator_file
 from cmmd.data.media import read_media
 from cmmd.data.prepare import PrepareSettings, prepare_dataset
 from cmmd.data.synth import clip_seed, render_clip, write_benchmark

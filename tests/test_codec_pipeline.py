@@ -17,7 +17,8 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from cmmd.audio.melgan import MelGanConfig, MelGanGenerator
-from cmmd.audio.vocoders import CMMD_MEL, HIFIGAN_MEL, GriffinLim, NeuralVocoder
+from cmmd.audio.mel import CMMD_MEL, HIFIGAN_MEL
+from cmmd.audio.vocoders import GriffinLim, NeuralVocoder
 from cmmd.cli import main
 from cmmd.config import from_dict
 from cmmd.data.dataset import ClipDataset

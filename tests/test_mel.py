@@ -10,7 +10,20 @@ import pytest
 import torch
 
 from cmmd.audio.griffinlim import GriffinLimVocoder, griffin_lim
-from cmmd.audio.mel import MIN_STD, LogMel, MelStats, log_mel, mel_filterbank, mel_frequencies
+from cmmd.audio.mel import (
+    CMMD_MEL,
+    HIFIGAN_MEL,
+    MIN_STD,
+    LogMel,
+    MelConfig,
+    MelStats,
+    cmmd_mel,
+    log_mel,
+    mel_config_from,
+    mel_filterbank,
+    mel_frequencies,
+    recorded_mel,
+)
 from cmmd.data.conventions import HOP, LOG_FLOOR, N_MELS, SAMPLE_RATE
 from cmmd.errors import CmmdError
 
@@ -125,6 +138,74 @@ def test_filterbank_is_librosa_slaney() -> None:
     assert fb.shape == (80, 257)
     assert np.allclose(fb.numpy(), ref, atol=1e-7)
     assert bool((fb.sum(dim=1) > 0).all())
+
+
+def test_one_filterbank_per_config_and_librosas() -> None:
+    assert torch.equal(CMMD_MEL.filterbank(), mel_filterbank())
+    assert CMMD_MEL.filterbank(dtype=torch.float32).dtype == torch.float32
+    ref = librosa.filters.mel(sr=22050, n_fft=1024, n_mels=80, fmin=0, fmax=8000, htk=False, norm="slaney")
+    assert HIFIGAN_MEL.filterbank().shape == (80, 513)
+    assert np.allclose(HIFIGAN_MEL.filterbank().numpy(), ref, atol=1e-7)
+    fb = CMMD_MEL.filterbank()
+    fb.zero_()  # a copy: the cached filterbank is not touched
+    assert float(CMMD_MEL.filterbank().sum()) > 0
+
+
+def test_mel_config_validates_and_round_trips_through_its_record() -> None:
+    assert cmmd_mel() is CMMD_MEL and cmmd_mel(22050).sample_rate == 22050
+    assert mel_config_from(CMMD_MEL.describe()) == CMMD_MEL
+    assert mel_config_from(json.loads(json.dumps(HIFIGAN_MEL.describe()))) == HIFIGAN_MEL
+    assert recorded_mel({"sample_rate": 22050}) == cmmd_mel(22050).describe()
+    assert recorded_mel({"mel": HIFIGAN_MEL.describe()}) == HIFIGAN_MEL.describe()
+    with pytest.raises(CmmdError, match="does not fit sample rate 8000"):
+        cmmd_mel(8000)
+    with pytest.raises(CmmdError, match="framing"):
+        MelConfig(framing="htk")  # type: ignore[arg-type]
+    with pytest.raises(CmmdError, match="hop <= win_length"):
+        MelConfig(hop=1024)
+    with pytest.raises(CmmdError, match="not a mel configuration.*hop_length"):
+        mel_config_from({**CMMD_MEL.describe(), "hop_length": 256})
+
+
+def test_log_mel_is_cmmd_mel_config_log_mel_at_its_rate() -> None:
+    wave = torch.from_numpy(_percussive(0.5))
+    assert torch.equal(log_mel(wave), CMMD_MEL.log_mel(wave))
+    assert torch.equal(log_mel(wave, 22050), cmmd_mel(22050).log_mel(wave))
+    assert not torch.equal(log_mel(wave, 22050), log_mel(wave))
+    with pytest.raises(CmmdError, match="shorter than one mel hop"):
+        HIFIGAN_MEL.log_mel(torch.zeros(255))
+    with pytest.raises(CmmdError, match="more than 384 samples"):
+        HIFIGAN_MEL.log_mel(torch.zeros(300))
+
+
+def test_dataset_checkpoint_pipeline_and_vocoder_compute_one_log_mel(
+    micro_run, prepared_impacts, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The mel a checkpoint records is the one its training data, its pipeline and its vocoder
+    compute with, and all of them go through MelConfig.log_mel."""
+    from cmmd.checkpoint import read_info
+    from cmmd.data.dataset import ClipDataset
+    from cmmd.pipeline import Pipeline
+
+    clips = ClipDataset(prepared_impacts, clip_frames=8)
+    recorded = mel_config_from(recorded_mel(read_info(micro_run).extra))
+    pipe = Pipeline.from_checkpoint(micro_run)
+    assert recorded == clips.mel == pipe.vocoder.mel == CMMD_MEL
+
+    calls: list[MelConfig] = []
+    implementation = MelConfig.log_mel
+
+    def spy(self: MelConfig, wave: torch.Tensor) -> torch.Tensor:
+        calls.append(self)
+        return implementation(self, wave)
+
+    monkeypatch.setattr(MelConfig, "log_mel", spy)
+    item = clips.get(0, 0)
+    expected = implementation(recorded, item["wave"])
+    assert torch.equal(item["mel"], expected)
+    assert torch.equal(pipe.log_mel(item["wave"][None].numpy())[0], expected)
+    assert torch.equal(pipe.vocoder.mel.log_mel(item["wave"]), expected)
+    assert calls == [recorded] * 3
 
 
 def _random_mels(seed: int, count: int) -> list[torch.Tensor]:

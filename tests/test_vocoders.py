@@ -15,7 +15,7 @@ from scipy.io import wavfile
 
 from cmmd.audio.discriminators import MultiPeriodDiscriminator, MultiScaleDiscriminator
 from cmmd.audio.hifigan import HifiGanConfig, HifiGanGenerator, from_original_state
-from cmmd.audio.mel import log_mel
+from cmmd.audio.mel import CMMD_MEL, HIFIGAN_MEL, log_mel, recorded_mel
 from cmmd.audio.melgan import MelGanConfig, MelGanGenerator
 from cmmd.train.vocoder import (
     AudioPool,
@@ -26,17 +26,8 @@ from cmmd.train.vocoder import (
     train_vocoder,
     validation_mel_l1,
 )
-from cmmd.audio.vocoders import (
-    CMMD_MEL,
-    HIFIGAN_MEL,
-    GriffinLim,
-    NeuralVocoder,
-    Vocoder,
-    load_vocoder,
-    log_mel_l1,
-    multi_resolution_stft_distance,
-    recorded_mel,
-)
+from cmmd.audio.quality import log_mel_l1, multi_resolution_stft_distance
+from cmmd.audio.vocoders import GriffinLim, NeuralVocoder, Vocoder, load_vocoder
 from cmmd.cli import main
 from cmmd.errors import CmmdError
 

@@ -16,8 +16,8 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
-from cmmd.audio.mel import MelStats, log_mel
-from cmmd.audio.vocoders import GriffinLim, Vocoder, load_vocoder, recorded_mel
+from cmmd.audio.mel import MelStats, log_mel, recorded_mel
+from cmmd.audio.vocoders import GriffinLim, Vocoder, load_vocoder
 from cmmd.config import from_dict
 from cmmd.data.conventions import HOP
 from cmmd.diffusion.denoiser import JointDenoiser

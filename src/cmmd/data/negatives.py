@@ -11,9 +11,9 @@ the batch by three augmentations (Paper, "Creating Negative Samples"), each for 
 3. random swap (:func:`random_swap`): replace the clip with another one of the batch.
 
 Time axes: video ``(B, T, C, H, W)`` (time dim 1) at ``fps``; mels ``(B, 80, L)`` (time dim -1)
-at ``sample_rate / HOP`` frames per second. Durations are drawn in milliseconds and converted
+at ``mel_rate(sample_rate)`` frames per second. Durations are drawn in milliseconds and converted
 per modality, so a shift of ``s`` ms moves video by ``round(s * fps / 1000)`` frames and audio by
-``round(s * sample_rate / HOP / 1000)`` frames (both rounded half up and at least 1).
+``round(s * mel_rate(sample_rate) / 1000)`` frames (both rounded half up and at least 1).
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-from cmmd.data.conventions import FPS, HOP, N_MELS, SAMPLE_RATE
+from cmmd.data.conventions import FPS, N_MELS, SAMPLE_RATE, mel_rate
 from cmmd.errors import CmmdError
 
 NegativeKind = Literal["shift", "segment", "swap"]
@@ -257,7 +257,7 @@ def make_negatives(
                 "at least 2 or enable 'shift'"
             )
         kinds = ("shift",)
-    lengths = {"video": (video.shape[1], float(fps)), "audio": (audio.shape[-1], sample_rate / HOP)}
+    lengths = {"video": (video.shape[1], float(fps)), "audio": (audio.shape[-1], mel_rate(sample_rate))}
     for name, (n, rate) in lengths.items():
         if n < 2:
             raise CmmdError(f"{name} clips of {n} frame(s) are too short for negatives")
@@ -287,7 +287,7 @@ def make_negatives(
 
     audio_rows, video_rows = subset(), subset()
     neg_audio = _build(
-        audio, audio_rows, kind_ids, kinds, shift_ms_to_frames(shift_ms, sample_rate / HOP),
+        audio, audio_rows, kind_ids, kinds, shift_ms_to_frames(shift_ms, mel_rate(sample_rate)),
         split_frames(audio.shape[-1]), own_left, perm, time_dim=-1,
     )
     neg_video = _build(

@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from cmmd.data.conventions import FPS, SAMPLE_RATE
+from cmmd.data.conventions import FPS, SAMPLE_RATE, seconds_to_frames
 from cmmd.data.media import MediaError, read_media
 from cmmd.errors import CmmdError
 
@@ -66,7 +66,7 @@ class PrepareSettings:
     @property
     def clip_frames(self) -> int:
         """Video frames per index clip (18 at the defaults)."""
-        return round(self.clip_seconds * self.fps)
+        return seconds_to_frames(self.clip_seconds, self.fps)
 
     def validate(self) -> None:
         """Raise ``CmmdError`` for settings no item could satisfy."""

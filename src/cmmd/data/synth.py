@@ -34,7 +34,7 @@ import av
 import numpy as np
 from tqdm import tqdm
 
-from cmmd.data.conventions import FPS, IMPACT_CLASSES, SAMPLE_RATE
+from cmmd.data.conventions import FPS, IMPACT_CLASSES, SAMPLE_RATE, seconds_to_frames, seconds_to_samples
 from cmmd.errors import CmmdError
 
 Scene = Literal["impacts", "dance"]
@@ -90,16 +90,6 @@ class BenchmarkSummary:
         return self.written / self.seconds if self.written and self.seconds > 0 else 0.0
 
 
-def num_frames(duration: float, fps: int) -> int:
-    """Video frames in a clip: ``T = round(duration * fps)``."""
-    return round(duration * fps)
-
-
-def num_samples(duration: float, sample_rate: int) -> int:
-    """Audio samples in a clip: ``S = round(duration * sample_rate)``."""
-    return round(duration * sample_rate)
-
-
 def clip_seed(seed: int, index: int) -> int:
     """Seed of clip ``index`` of a benchmark seeded ``seed``: independent of ``n`` and of the
     other clips, so any subset can be regenerated alone."""
@@ -136,8 +126,8 @@ def render_clip(
         "size": int(size),
         "tempo_bpm": None,
     }
-    t_frames = num_frames(duration, fps)
-    n_samples = num_samples(duration, sample_rate)
+    t_frames = seconds_to_frames(duration, fps)
+    n_samples = seconds_to_samples(duration, sample_rate)
     if scene == "impacts":
         frames, audio, objects, events = _render_impacts(rng, t_frames, n_samples, size, fps, sample_rate, n_objects)
     else:
@@ -165,7 +155,7 @@ def _check_render_args(
         )
     if not isinstance(size, (int, np.integer)) or size < MIN_SIZE:
         raise CmmdError(f"size must be an integer >= {MIN_SIZE} pixels, got {size!r}")
-    if not math.isfinite(duration) or num_frames(duration, fps) < 1:
+    if not math.isfinite(duration) or seconds_to_frames(duration, fps) < 1:
         raise CmmdError(f"duration must give at least one video frame at {fps} fps, got {duration!r} s")
     if scene == "impacts" and not 1 <= n_objects <= MAX_OBJECTS:
         raise CmmdError(f"impacts scene takes 1 to {MAX_OBJECTS} objects, got {n_objects}")
@@ -261,7 +251,7 @@ def _render_impacts(
         tone = _percussive_tone(impact_class.pitch_hz, sample_rate)
         for frame in frames.tolist():
             time_s = frame / fps
-            _add_at(tones, round(time_s * sample_rate), rng.uniform(0.6, 1.0) * tone)
+            _add_at(tones, seconds_to_samples(time_s, sample_rate), rng.uniform(0.6, 1.0) * tone)
             events.append(
                 {"time": time_s, "frame": frame, "class": impact_class.name, "class_index": class_index, "object": obj}
             )
@@ -294,7 +284,7 @@ def _draw_discs(image: np.ndarray, centre_y: np.ndarray, centre_x: float, radius
 def _percussive_tone(pitch_hz: float, sample_rate: int) -> np.ndarray:
     """A struck tone ``(L,)``: fundamental plus a weaker 2nd harmonic (dropped above Nyquist),
     a 2 ms linear attack from zero, then an exponential decay."""
-    t = np.arange(round(TONE_LENGTH_S * sample_rate)) / sample_rate
+    t = np.arange(seconds_to_samples(TONE_LENGTH_S, sample_rate)) / sample_rate
     wave = np.sin(2.0 * np.pi * pitch_hz * t)
     if 2.0 * pitch_hz < sample_rate / 2:
         wave += TONE_HARMONIC_GAIN * np.sin(4.0 * np.pi * pitch_hz * t)
@@ -358,10 +348,10 @@ def _render_dance(
     kicks = np.zeros(n_samples, dtype=np.float32)
     kick = _kick(sample_rate)
     for time_s in beats.tolist():
-        _add_at(kicks, round(time_s * sample_rate), rng.uniform(0.85, 1.0) * kick)
+        _add_at(kicks, seconds_to_samples(time_s, sample_rate), rng.uniform(0.85, 1.0) * kick)
     offbeats = np.concatenate([beats - period / 2, beats[-1:] + period / 2])
     for time_s in offbeats[(offbeats >= 0) & (offbeats < duration)].tolist():
-        _add_at(kicks, round(time_s * sample_rate), rng.uniform(0.2, 0.25) * _hihat(rng, sample_rate))
+        _add_at(kicks, seconds_to_samples(time_s, sample_rate), rng.uniform(0.2, 0.25) * _hihat(rng, sample_rate))
     audio = _finish_audio(rng, kicks)
 
     objects = [{"class": "beat", "class_index": 0, "lane_x": lane_x}]
@@ -374,7 +364,7 @@ def _render_dance(
 
 def _kick(sample_rate: int) -> np.ndarray:
     """Kick drum ``(L,)``: a sine swept from 150 Hz down to 50 Hz, 120 ms, tapered to zero."""
-    t = np.arange(round(KICK_LENGTH_S * sample_rate)) / sample_rate
+    t = np.arange(seconds_to_samples(KICK_LENGTH_S, sample_rate)) / sample_rate
     sweep_s = 0.025
     # Phase is the integral of f(t) = 50 + 100 exp(-t / sweep_s).
     phase = 2.0 * np.pi * (50.0 * t + 100.0 * sweep_s * (1.0 - np.exp(-t / sweep_s)))
@@ -389,7 +379,7 @@ def _hihat(rng: np.random.Generator, sample_rate: int) -> np.ndarray:
     the hat clear of the kick and the tones, and it spares importing scipy.signal (~1 s) in every
     worker process.
     """
-    t = np.arange(round(HIHAT_LENGTH_S * sample_rate)) / sample_rate
+    t = np.arange(seconds_to_samples(HIHAT_LENGTH_S, sample_rate)) / sample_rate
     noise = np.diff(rng.standard_normal(len(t) + 2), n=2)
     return noise / np.max(np.abs(noise)) * _envelope(t, 0.001, 0.008)
 

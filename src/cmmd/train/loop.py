@@ -11,7 +11,7 @@ import math
 import signal
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +21,6 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from cmmd.audio.mel import MelStats
-from cmmd.audio.vocoders import CMMD_MEL
 from cmmd.config import save_config, to_dict
 from cmmd.data.dataset import ClipDataset
 from cmmd.data.negatives import make_negatives
@@ -279,7 +278,7 @@ def _train(cfg: TrainConfig, resume: bool, progress: bool, info: D.DistInfo,
     extra: dict[str, Any] = {"mel_stats": {"mean": mel_stats.mean.tolist(), "std": mel_stats.std.tolist()}}
     # What sampling needs to refuse a wrong codec or vocoder (docs/CODECS.md, "What checkpoints record").
     extra.update(fps=clips.fps, size=clips.size, sample_rate=clips.sample_rate, codec=codec_record,
-                 mel=replace(CMMD_MEL, sample_rate=clips.sample_rate).describe(), audio=cfg.data.audio)
+                 mel=clips.mel.describe(), audio=cfg.data.audio)
     if fitted:
         extra["fitted_steps"] = fitted
     if info.is_main:

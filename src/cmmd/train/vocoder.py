@@ -58,14 +58,8 @@ from cmmd.audio.discriminators import (
 )
 from cmmd.audio.hifigan import HifiGanGenerator, load_universal_generator
 from cmmd.audio.melgan import MelGanConfig, MelGanGenerator
-from cmmd.audio.vocoders import (
-    GENERATOR_FILE,
-    MEL_CONFIGS,
-    MelConfig,
-    NeuralVocoder,
-    generator_spec,
-    resolve_generator_file,
-)
+from cmmd.audio.mel import MEL_CONFIGS, MelConfig
+from cmmd.audio.vocoders import GENERATOR_FILE, NeuralVocoder, generator_spec, resolve_generator_file
 from cmmd.data.media import MediaError, read_media
 from cmmd.data.prepare import AUDIO_SCALE, VIDEO_SUFFIXES, item_key
 from cmmd.errors import CmmdError
