@@ -24,7 +24,7 @@ from cmmd.data.synth import write_benchmark
 from cmmd.errors import CmmdError
 from cmmd.eval.plots import save_frame_strip, save_spectrograms
 from cmmd.eval.stats import bootstrap_ci
-from cmmd.eval.sync import clip_sync_scores, shuffled_baseline
+from cmmd.eval.sync.score import clip_sync_scores, shuffled_baseline
 from cmmd.pipeline import Pipeline, SamplingSettings
 
 REPO = Path(__file__).resolve().parents[3]

@@ -64,7 +64,10 @@ from cmmd.eval.fad import EmbeddingStats, PooledFrames, fad_per_sample
 from cmmd.eval.features import FeatureCache, cache_key, file_digest, module_fingerprint
 from cmmd.eval.i3d import FVD_FRAMES, MIN_FRAMES, InceptionI3d, i3d_features, load_i3d
 from cmmd.eval.stats import bootstrap_ci
-from cmmd.eval.sync import av_offset, derangement, detect_audio_events, detect_video_events, event_sync_metrics
+from cmmd.eval.sync.audio import detect_audio_events
+from cmmd.eval.sync.offset import av_offset
+from cmmd.eval.sync.score import derangement, event_sync_metrics
+from cmmd.eval.sync.video import detect_video_events
 from cmmd.weights import i3d_weights_path
 
 METRICS = ("fvd", "kvd", "fad", "beat", "sync", "offset")
