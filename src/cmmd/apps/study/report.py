@@ -15,8 +15,9 @@ import torch
 
 from cmmd.data.conventions import FPS
 from cmmd.apps.study.config import StudyConfig, base_train_config, flatten, system_train_dict
-from cmmd.apps.study.tables import (eta_table, json_safe, lambda_table, main_table, paired_tests, summary_entry,
-                               tests_table)
+from cmmd.apps.study.tables import (eta_table, lambda_table, main_table, paired_tests, summary_entry,
+                                    tests_table)
+from cmmd.eval.report import json_safe
 from cmmd.train.config import TrainConfig
 
 
