@@ -12,6 +12,7 @@ from scipy.ndimage import gaussian_filter
 from cmmd.data.synth import SynthClip, _background, render_clip
 from cmmd.errors import CmmdError
 from cmmd.eval.sync.audio import AudioEvent, detect_audio_events, detect_audio_events_mel, wave_log_mel
+from cmmd.eval.sync.heldout import score_heldout
 from cmmd.eval.sync.offset import av_offset
 from cmmd.eval.sync.score import clip_sync_scores, derangement, event_sync_metrics, match_events, shuffled_baseline
 from cmmd.eval.sync.video import detect_video_events
@@ -313,6 +314,22 @@ def test_shuffled_baseline_is_well_below_matched_scores() -> None:
         assert matched == 1.0 and chance < 0.5, (mode, chance)
     with pytest.raises(CmmdError, match="differ"):
         shuffled_baseline(audios[:2], frames, metas)
+
+
+def test_heldout_table_of_ground_truth_outputs() -> None:
+    clips = [clip(10 + i, size=32, n_objects=1 + i % 2) for i in range(6)]
+    mels = np.stack([wave_log_mel(c.audio) for c in clips])
+    frames = np.stack([c.frames for c in clips])
+    names = [f"c{i}" for i in range(6)]
+    scores = score_heldout(names, [c.meta for c in clips], mels, frames)
+    table = scores["table"]
+    assert list(table) == ["v2a", "v2a_shuffled", "a2v", "a2v_shuffled"]
+    for mode in ("v2a", "a2v"):
+        assert table[mode]["f1"]["mean"] == 1.0 and table[mode]["f1"]["n"] == 6
+        assert table[f"{mode}_shuffled"]["f1"]["mean"] < 0.7
+    assert [row["name"] for row in scores["per_clip"]] == names
+    with pytest.raises(CmmdError, match="differ"):
+        score_heldout(names[:2], [c.meta for c in clips], mels, frames)
 
 
 def test_derangement() -> None:

@@ -15,7 +15,8 @@ sidecar:
   of one generated clip and the shuffled-ground-truth chance level.
 * :mod:`.offset`: the audio-video lag of any clip from the cross-correlation of the audio onset
   envelope with the visual motion energy.
-* :mod:`.heldout`: the v->a / a->v score table of a set of held-out clips (demo, benchmarks).
+* :mod:`.heldout`: the v->a / a->v score table of a model on a set of held-out clips
+  (:func:`~.heldout.score_heldout`; demo, benchmarks).
 
 Submodules are imported explicitly (``from cmmd.eval.sync.score import event_sync_metrics``).
 """
