@@ -8,12 +8,10 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
-import numpy as np
 from tqdm import tqdm
 
 from cmmd.data.media import Media, MediaError, read_media
 from cmmd.errors import CmmdError
-from cmmd.eval.beats import MIN_SECONDS
 from cmmd.eval.features import file_digest
 from cmmd.eval.settings import EvalSettings
 
@@ -44,26 +42,6 @@ class MediaFiles:
                 raise CmmdError(f"{path}: {exc.reason}; {purpose} needs its "
                                 f"{'video' if exc.kind == 'no_video' else 'audio'} (drop it from --metrics)") from None
             raise
-
-
-class LazyAudio:
-    """The audio ``(S,)`` of a file, decoded on first call (cache hits never decode), at least
-    ``MIN_SECONDS`` long (beat tracking's minimum)."""
-
-    def __init__(self, files: MediaFiles, path: Path, purpose: str) -> None:
-        self.files, self.path, self.purpose = files, path, purpose
-        self.audio: np.ndarray | None = None
-
-    def __call__(self) -> np.ndarray:
-        if self.audio is None:
-            media = self.files.read(self.path, self.purpose, video=False, audio=True)
-            assert media.audio is not None
-            sample_rate = self.files.settings.sample_rate
-            if media.audio.size < MIN_SECONDS * sample_rate:
-                raise CmmdError(f"{self.path}: {media.audio.size / sample_rate:.2f} s of audio; "
-                                f"{self.purpose} needs at least {MIN_SECONDS:g} s")
-            self.audio = media.audio
-        return self.audio
 
 
 def with_file(path: Path, fn: Callable[[], T]) -> T:

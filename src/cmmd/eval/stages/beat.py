@@ -9,12 +9,33 @@ from typing import Any
 
 import numpy as np
 
-from cmmd.eval.beats import beat_hit_rate_from_times, track_beats
+from cmmd.errors import CmmdError
+from cmmd.eval.beats import MIN_SECONDS, beat_hit_rate_from_times, track_beats
 from cmmd.eval.cache import cached
 from cmmd.eval.entries import item_metric
 from cmmd.eval.features import FeatureCache
-from cmmd.eval.inputs import LazyAudio, MediaFiles, progress_bar, with_file
+from cmmd.eval.inputs import MediaFiles, progress_bar, with_file
 from cmmd.eval.pairing import Pairing
+
+
+class _LazyAudio:
+    """The audio ``(S,)`` of a file, decoded on first call (cache hits never decode), at least
+    ``MIN_SECONDS`` long (beat tracking's minimum)."""
+
+    def __init__(self, files: MediaFiles, path: Path, purpose: str) -> None:
+        self.files, self.path, self.purpose = files, path, purpose
+        self.audio: np.ndarray | None = None
+
+    def __call__(self) -> np.ndarray:
+        if self.audio is None:
+            media = self.files.read(self.path, self.purpose, video=False, audio=True)
+            assert media.audio is not None
+            sample_rate = self.files.settings.sample_rate
+            if media.audio.size < MIN_SECONDS * sample_rate:
+                raise CmmdError(f"{self.path}: {media.audio.size / sample_rate:.2f} s of audio; "
+                                f"{self.purpose} needs at least {MIN_SECONDS:g} s")
+            self.audio = media.audio
+        return self.audio
 
 
 def beat_metrics(pairing: Pairing, files: MediaFiles, cache: FeatureCache, show: bool) -> dict[str, dict[str, Any]]:
@@ -23,7 +44,7 @@ def beat_metrics(pairing: Pairing, files: MediaFiles, cache: FeatureCache, show:
     s = files.settings
     config = {"sample_rate": s.sample_rate, "onset": "flux"}
 
-    def hit_rates(path: Path, audio: LazyAudio, gt_times: np.ndarray, key: tuple[str, ...], extractor: str,
+    def hit_rates(path: Path, audio: _LazyAudio, gt_times: np.ndarray, key: tuple[str, ...], extractor: str,
                   settings: Mapping[str, object]) -> dict[str, float]:
         def compute() -> dict[str, float]:
             return with_file(path, lambda: beat_hit_rate_from_times(audio(), gt_times, s.sample_rate))
@@ -34,9 +55,9 @@ def beat_metrics(pairing: Pairing, files: MediaFiles, cache: FeatureCache, show:
     sidecar_pairs: dict[str, list[dict[str, float]]] = {}
     for name in progress_bar(list(pairing.names), "beat tracking", show):
         ref_path = pairing.reference[name]
-        ref_audio = LazyAudio(files, ref_path, "beat hit rate")
+        ref_audio = _LazyAudio(files, ref_path, "beat hit rate")
 
-        def track(ref_path: Path = ref_path, ref_audio: LazyAudio = ref_audio) -> dict[str, object]:
+        def track(ref_path: Path = ref_path, ref_audio: _LazyAudio = ref_audio) -> dict[str, object]:
             return with_file(ref_path, lambda: dict(zip(("times", "tempo"), track_beats(ref_audio(), s.sample_rate))))
 
         ref_times = cached(cache, "beats", files.digest(ref_path), config, track)["times"]
@@ -44,7 +65,7 @@ def beat_metrics(pairing: Pairing, files: MediaFiles, cache: FeatureCache, show:
         is_dance = meta is not None and meta.get("scene") == "dance"
         sidecar_times = np.array([float(e["time"]) for e in meta["events"]]) if is_dance else None
         for path in pairing.generated[name]:
-            audio = LazyAudio(files, path, "beat hit rate")
+            audio = _LazyAudio(files, path, "beat hit rate")
             key = (files.digest(path), files.digest(ref_path))
             pairs.setdefault(name, []).append(hit_rates(path, audio, ref_times, key, "beat-hit-rate", config))
             if sidecar_times is not None:
