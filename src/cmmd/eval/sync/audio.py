@@ -186,7 +186,7 @@ def detect_audio_events_mel(
     frame_rate = sample_rate / hop
     peaks, _ = find_peaks(env, height=threshold, distance=max(1, round(MIN_EVENT_GAP * frame_rate)))
     step = onset_envelope(m, lag=1)
-    freqs = mel_frequencies(sample_rate).numpy()
+    freqs = mel_frequencies().numpy()  # bin centres depend on F_MIN..F_MAX only, not the sample rate
     energy = np.exp(m)
     level = energy.max(axis=0)
     n_after = max(1, round(CLASS_WINDOW * frame_rate))
