@@ -61,5 +61,5 @@ def test_study_training_set_must_use_train_seeds() -> None:
     from cmmd.config import ConfigError
 
     TrainingSet(seed=7)
-    with pytest.raises(ConfigError, match="data.seed: 1000003 is not a TRAIN seed"):
+    with pytest.raises(ConfigError, match="seed 1000003 is not a TRAIN seed"):
         TrainingSet(seed=TEST.seed)

@@ -77,7 +77,7 @@ class TrainingSet:
         if self.clips < 2 or self.seconds <= 0 or self.size < 8:
             raise ConfigError(f"data: need clips >= 2, seconds > 0 and size >= 8, got {self}")
         if self.seed not in TRAIN.set_seeds:
-            raise ConfigError(f"data.seed: {self.seed} is not a TRAIN seed of cmmd.data.splits "
+            raise ConfigError(f"seed {self.seed} is not a TRAIN seed of cmmd.data.splits "
                               f"({TRAIN.set_seeds.start}..{TRAIN.set_seeds.stop - 1}); the others are held out")
 
 
