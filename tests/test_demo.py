@@ -29,14 +29,15 @@ def test_shipped_checkpoint_sounds_the_impacts_of_held_out_videos(tmp_path: Path
     level (measured: F1 0.94, class accuracy 1.0, shuffled 0.44)."""
     import torch
 
-    from cmmd.apps.demo import SHIPPED_CHECKPOINT, evaluate_sync, make_test_clips
+    from cmmd.apps.demo import SHIPPED_CHECKPOINT, evaluate_sync
+    from cmmd.data.splits import TEST, write_split_clips
     from cmmd.pipeline import Pipeline
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
         pipe = Pipeline.from_checkpoint(SHIPPED_CHECKPOINT)
-        names = make_test_clips(tmp_path, 4, 3.6, pipe.size)
+        names = write_split_clips(TEST, tmp_path, 4, 3.6, pipe.size)
         table = evaluate_sync(pipe, tmp_path, names, DemoSettings(clips=4, seconds=3.6, steps=25))["table"]
     finally:
         torch.set_num_threads(threads)

@@ -21,7 +21,8 @@ from cmmd.data.media import write_media
 from cmmd.data.synth import write_benchmark
 from cmmd.errors import CmmdError
 from cmmd.eval.embedders import CrepeEmbedder, CrepeNet
-from cmmd.eval.evaluate import EvalSettings, evaluate, load_metrics, pair_folders, write_metrics
+from cmmd.eval.evaluate import EvalSettings, evaluate, load_metrics, write_metrics
+from cmmd.eval.pairing import pair_folders
 from cmmd.eval.report import write_report
 
 FAST = {"n_boot": 200, "set_boot": 5, "fvd_frames": 9}

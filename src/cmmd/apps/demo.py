@@ -1,6 +1,6 @@
 """The one-command demo: held-out synthetic clips -> v->a and a->v -> sync metrics -> HTML page.
 
-``run_demo`` generates held-out *impacts* clips (seeds disjoint from any training set), samples
+``run_demo`` generates held-out *impacts* clips (the TEST split of :mod:`cmmd.data.splits`), samples
 audio for their videos and videos for their audios with a trained checkpoint, scores event sync
 against the exact ground truth next to a shuffled-pairs baseline, and writes
 ``index.html`` with side-by-side videos with sound, spectrograms and the metrics table.
@@ -19,19 +19,17 @@ from typing import Any
 
 import numpy as np
 
-from cmmd.data.media import read_media, write_media
+from cmmd.data.media import write_media
+from cmmd.data.splits import TEST, TRAIN, read_clips, write_split_clips
 from cmmd.data.synth import write_benchmark
 from cmmd.errors import CmmdError
 from cmmd.eval.plots import save_frame_strip, save_spectrograms
-from cmmd.eval.stats import bootstrap_ci
-from cmmd.eval.sync import clip_sync_scores, shuffled_baseline
+from cmmd.eval.sync.heldout import score_heldout
 from cmmd.pipeline import Pipeline, SamplingSettings
 
 REPO = Path(__file__).resolve().parents[3]
 SHIPPED_CHECKPOINT = REPO / "checkpoints" / "demo-tiny.safetensors"
 DEMO_CONFIG = REPO / "configs" / "demo_tiny.yaml"
-TEST_SEED = 1_000_003  # held-out clips: far from the training seeds (0..n_train)
-TRAIN_SEED = 0
 
 
 @dataclass
@@ -47,23 +45,16 @@ class DemoSettings:
     tolerance: float = 0.1
 
 
-def _summary(values: list[float]) -> dict[str, float]:
-    ci = bootstrap_ci(np.asarray(values, dtype=float), seed=0)
-    return {"mean": ci.point, "lo": ci.lo, "hi": ci.hi, "n": ci.n}
-
-
 def evaluate_sync(pipe: Pipeline, clips_dir: Path, names: list[str], settings: DemoSettings,
                   out_dir: Path | None = None) -> dict[str, Any]:
-    """Generate v->a and a->v for ``names`` and score them against their JSON ground truth.
+    """Generate v->a and a->v for ``names`` and score them against their JSON ground truth
+    (:func:`cmmd.eval.sync.heldout.score_heldout`).
 
     Returns per-clip and aggregated scores (mean with bootstrap 95 % CI) for the model and for
     the shuffled-pairs baseline. With ``out_dir``, also writes each clip's media and figures.
     """
-    metas = [json.loads((clips_dir / f"{n}.json").read_text()) for n in names]
-    media = [read_media(clips_dir / f"{n}.mp4", fps=pipe.fps, sample_rate=pipe.sample_rate, size=pipe.size)
-             for n in names]
-    frames = np.stack([m.frames for m in media])
-    waves = np.stack([m.audio for m in media])
+    clips = read_clips(clips_dir, names, pipe.fps, pipe.sample_rate, pipe.size)
+    frames, waves, metas = clips.frames, clips.waves, clips.metas
     sampling = SamplingSettings(settings.method, settings.steps, settings.guidance_scale, 0.0, settings.seed)
     t0 = time.time()
     v2a = pipe.generate("v2a", sampling, frames=frames)
@@ -72,22 +63,9 @@ def evaluate_sync(pipe: Pipeline, clips_dir: Path, names: list[str], settings: D
     a2v = pipe.generate("a2v", sampling, wave=waves)
     t_a2v = time.time() - t0
     gt_mels = pipe.log_mel(waves).cpu().numpy()
-
-    per_clip = []
-    for i, (name, meta) in enumerate(zip(names, metas)):
-        row = {"name": name,
-               "v2a": clip_sync_scores(v2a.mel[i], None, meta, "v2a", settings.tolerance),
-               "a2v": clip_sync_scores(None, a2v.frames[i], meta, "a2v", settings.tolerance)}
-        per_clip.append(row)
-    base_v2a = shuffled_baseline(list(v2a.mel), [None] * len(names), metas, "v2a", settings.tolerance)
-    base_a2v = shuffled_baseline([None] * len(names), list(a2v.frames), metas, "a2v", settings.tolerance)
-    table: dict[str, dict[str, dict[str, float]]] = {}
-    for mode, base in (("v2a", base_v2a), ("a2v", base_a2v)):
-        for key in ("f1", "precision", "recall", "class_accuracy", "median_offset_ms"):
-            table.setdefault(mode, {})[key] = _summary([r[mode][key] for r in per_clip])
-            table.setdefault(f"{mode}_shuffled", {})[key] = _summary([b[key] for b in base])
+    scores = score_heldout(names, metas, v2a.mel, a2v.frames, settings.tolerance)
     result = {"settings": asdict(settings), "checkpoint_step": pipe.step, "checkpoint_version": pipe.version,
-              "seconds_v2a": t_v2a, "seconds_a2v": t_a2v, "table": table, "per_clip": per_clip}
+              "seconds_v2a": t_v2a, "seconds_a2v": t_a2v, **scores}
     if out_dir is not None:
         _write_media(out_dir, names, metas, frames, waves, gt_mels, v2a, a2v, pipe)
     return result
@@ -179,12 +157,6 @@ truth: the chance level.</p>
     return path
 
 
-def make_test_clips(out_dir: Path, n: int, seconds: float, size: int) -> list[str]:
-    """Held-out impacts clips (mp4 + JSON) under ``out_dir``; returns their names."""
-    write_benchmark(out_dir, "impacts", n, seed=TEST_SEED, duration=seconds, size=size, overwrite=True)
-    return sorted(p.stem for p in out_dir.glob("impacts_*.mp4"))[:n]
-
-
 def run_demo(out_dir: Path, checkpoint: Path, settings: DemoSettings, device: str = "cpu") -> dict[str, Any]:
     """Generate, evaluate and write the page for ``checkpoint``; returns the metrics."""
     if not Path(checkpoint).exists():
@@ -192,7 +164,7 @@ def run_demo(out_dir: Path, checkpoint: Path, settings: DemoSettings, device: st
     pipe = Pipeline.from_checkpoint(checkpoint, device=device)
     out_dir.mkdir(parents=True, exist_ok=True)
     clips_dir = out_dir / "clips"
-    names = make_test_clips(clips_dir, settings.clips, settings.seconds, pipe.size)
+    names = write_split_clips(TEST, clips_dir, settings.clips, settings.seconds, pipe.size)
     result = evaluate_sync(pipe, clips_dir, names, settings, out_dir)
     (out_dir / "metrics.json").write_text(json.dumps(result, indent=1, default=float))
     write_html(out_dir, result, names, "cmmd demo: video <-> audio on the synthetic impacts benchmark")
@@ -213,7 +185,7 @@ def train_demo_model(work_dir: Path, minutes: float, n_train: int = 400, overrid
     cfg = load_config(TrainConfig, DEMO_CONFIG, overrides or [])
     size = 32
     synth_dir, prepared, run_dir = work_dir / "train_clips", work_dir / "prepared", work_dir / "run"
-    write_benchmark(synth_dir, "impacts", n_train, seed=TRAIN_SEED, duration=3.6, size=size)
+    write_benchmark(synth_dir, "impacts", n_train, seed=TRAIN.seed, duration=3.6, size=size)
     prepare_dataset(synth_dir, prepared, PrepareSettings(size=size, clip_seconds=cfg.data.clip_frames / 10))
     if run_dir.exists():
         aside = run_dir.with_name(f"run.{time.strftime('%Y%m%d-%H%M%S')}")

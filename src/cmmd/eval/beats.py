@@ -25,7 +25,7 @@ librosa onset envelope, padded, ``trim=False``  0.94       4           0.88     
 
 * librosa's own onset strength (mean over dB-mel bins) is dominated by the broadband hi-hats,
   so the tracker gets the tempo but locks on to the off-beats. An envelope dominated by loud
-  onsets, the linear mel-magnitude flux (:func:`cmmd.eval.sync.magnitude_flux`), puts the
+  onsets, the linear mel-magnitude flux (:func:`cmmd.eval.sync.audio.magnitude_flux`), puts the
   beats in phase; a tighter tempo constraint does not help.
 * ``trim=True`` (librosa's default) drops weak first/last beats, i.e. a real beat in five on
   a 3.6 s clip; ``trim=False`` instead puts a spurious beat on the last frame and drags the one
@@ -58,7 +58,8 @@ import numpy as np
 from cmmd.data.conventions import HOP, SAMPLE_RATE
 from cmmd.errors import CmmdError
 from cmmd.eval.stats import bootstrap_ci
-from cmmd.eval.sync import as_log_mel, magnitude_flux, match_events
+from cmmd.eval.sync.audio import as_log_mel, magnitude_flux
+from cmmd.eval.sync.score import match_events
 
 Onset = Literal["flux", "librosa"]
 
@@ -81,7 +82,7 @@ def _beat_log_mel(audio: np.ndarray, sample_rate: int, name: str) -> np.ndarray:
 def beat_envelope(audio: np.ndarray, sample_rate: int = SAMPLE_RATE, onset: Onset = "flux") -> np.ndarray:
     """Onset envelope ``(L,)`` given to the beat tracker, at ``sample_rate / HOP`` frames/s.
 
-    ``"flux"``: :func:`cmmd.eval.sync.magnitude_flux`, dominated by loud onsets (kick, bass),
+    ``"flux"``: :func:`cmmd.eval.sync.audio.magnitude_flux`, dominated by loud onsets (kick, bass),
     which puts the beats in phase (module docstring). ``"librosa"``: librosa's onset strength
     (mean positive difference of the dB mel), the paper's default.
     """

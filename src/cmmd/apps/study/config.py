@@ -26,6 +26,7 @@ import torch
 import yaml
 
 from cmmd.config import ConfigError, from_dict, read_yaml_mapping
+from cmmd.data.splits import TRAIN
 from cmmd.errors import CmmdError
 from cmmd.eval.evaluate import METRICS
 from cmmd.pipeline import SamplingSettings
@@ -63,8 +64,8 @@ class Budget:
 @dataclass
 class TrainingSet:
     """The synthetic training set: ``clips`` clips of ``seconds`` s of ``scene`` at ``size`` px,
-    clip seeds from ``seed`` (``cmmd.data.synth.write_benchmark``), prepared into windows of the
-    base's ``data.clip_frames``."""
+    clip seeds from ``seed`` (``cmmd.data.synth.write_benchmark``; a TRAIN seed of
+    ``cmmd.data.splits``), prepared into windows of the base's ``data.clip_frames``."""
 
     scene: Literal["impacts"] = "impacts"
     clips: int = 400
@@ -75,11 +76,14 @@ class TrainingSet:
     def __post_init__(self) -> None:
         if self.clips < 2 or self.seconds <= 0 or self.size < 8:
             raise ConfigError(f"data: need clips >= 2, seconds > 0 and size >= 8, got {self}")
+        if self.seed not in TRAIN.set_seeds:
+            raise ConfigError(f"seed {self.seed} is not a TRAIN seed of cmmd.data.splits "
+                              f"({TRAIN.set_seeds.start}..{TRAIN.set_seeds.stop - 1}); the others are held out")
 
 
 @dataclass
 class TestSet:
-    """Held-out *impacts* clips (``cmmd.apps.demo.make_test_clips`` seeds): how many, how long, and
+    """Held-out *impacts* clips (the TEST split of ``cmmd.data.splits``): how many, how long, and
     how many go through the sampler at once."""
 
     clips: int = 16

@@ -15,8 +15,10 @@ import torch
 
 from cmmd.data.conventions import FPS
 from cmmd.apps.study.config import StudyConfig, base_train_config, flatten, system_train_dict
-from cmmd.apps.study.tables import (eta_table, json_safe, lambda_table, main_table, paired_tests, summary_entry,
-                               tests_table)
+from cmmd.apps.study.tables import (eta_table, lambda_table, main_table, paired_tests, summary_entry,
+                                    tests_table)
+from cmmd.data.splits import TEST
+from cmmd.eval.report import json_safe
 from cmmd.train.config import TrainConfig
 
 
@@ -102,8 +104,6 @@ def build_report(cfg: StudyConfig, out: Path, rows: Mapping[str, Mapping[str, An
                  train_cfgs: Mapping[str, TrainConfig], notes: Sequence[str], command: str,
                  timing: Mapping[str, Any], say: Callable[[str], None] = print) -> dict[str, Any]:
     """Compose the tables, write ``study.md`` / ``study.json`` into ``out``, print the tables."""
-    from cmmd.apps.demo import TEST_SEED
-
     hw = hardware()
     labels = {name: cfg.label_of(name) for name in cfg.systems}
     budget = budget_sentence(cfg, train_cfgs)
@@ -165,7 +165,7 @@ def build_report(cfg: StudyConfig, out: Path, rows: Mapping[str, Mapping[str, An
             f"this invocation took {wall:.1f} min.", "",
             f"Training set: {d.clips} synthetic *{d.scene}* clips of {d.seconds:g} s at {d.size}x{d.size} px "
             f"(clip seeds from {d.seed}), training windows of {window / FPS:g} s. Test set: {cfg.test.clips} held-out "
-            f"clips of {cfg.test.seconds:g} s (seeds from {TEST_SEED}).", ""]
+            f"clips of {cfg.test.seconds:g} s (TEST split, seeds from {TEST.seed}).", ""]
     lines = list(head)
     for title, body in sections:
         lines += [f"## {title}", "", *body, ""]

@@ -147,18 +147,18 @@ def prepare_training_set(cfg: StudyConfig, out: Path, train_cfgs: dict[str, Trai
 
 
 def prepare_test_clips(cfg: StudyConfig, out: Path) -> tuple[Path, list[str]]:
-    """The held-out clips (``cmmd.apps.demo.make_test_clips``), made once per test spec."""
-    from cmmd.apps.demo import TEST_SEED, make_test_clips
+    """The held-out clips (the TEST split of :mod:`cmmd.data.splits`), made once per test spec."""
+    from cmmd.data.splits import TEST, write_split_clips
 
     folder = out / "test_clips"
-    spec = {"clips": cfg.test.clips, "seconds": cfg.test.seconds, "size": cfg.data.size, "seed": TEST_SEED}
+    spec = {"clips": cfg.test.clips, "seconds": cfg.test.seconds, "size": cfg.data.size, "seed": TEST.seed}
     marker = folder / "study_test.json"
     recorded = read_json(marker)
     if recorded is not None and recorded["spec"] == spec:
         return folder, recorded["names"]
     if folder.exists():
         shutil.rmtree(folder)
-    names = make_test_clips(folder, cfg.test.clips, cfg.test.seconds, cfg.data.size)
+    names = write_split_clips(TEST, folder, cfg.test.clips, cfg.test.seconds, cfg.data.size)
     write_json(marker, {"spec": spec, "names": names})
     return folder, names
 

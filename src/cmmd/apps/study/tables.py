@@ -199,18 +199,3 @@ def summary_entry(entry: Mapping[str, Any]) -> dict[str, Any]:
     if "baseline" in entry:
         out["baseline"] = {k: entry["baseline"][k] for k in ("label", "point", "lo", "hi") if k in entry["baseline"]}
     return out
-
-
-def json_safe(value: Any) -> Any:
-    """NaN/inf -> None, numpy scalars -> Python, tuples -> lists, recursively (strict JSON)."""
-    if isinstance(value, dict):
-        return {str(k): json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [json_safe(v) for v in value]
-    if isinstance(value, (float, np.floating)):
-        return float(value) if math.isfinite(float(value)) else None
-    if isinstance(value, np.integer):
-        return int(value)
-    if isinstance(value, np.bool_):
-        return bool(value)
-    return value

@@ -1,0 +1,59 @@
+"""Reading the paired files for the metrics: content digests computed once, decoding with
+errors that name the file and the metric that needed it, and a progress bar over clips."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+from tqdm import tqdm
+
+from cmmd.data.media import Media, MediaError, read_media
+from cmmd.errors import CmmdError
+from cmmd.eval.features import file_digest
+from cmmd.eval.settings import EvalSettings
+
+T = TypeVar("T")
+
+
+class MediaFiles:
+    """Digests (computed once) and media reads at the settings' fps and sample rate."""
+
+    def __init__(self, settings: EvalSettings) -> None:
+        self.settings = settings
+        self.digests: dict[Path, str] = {}
+
+    def digest(self, path: Path) -> str:
+        """SHA-256 of the file's content (:func:`cmmd.eval.features.file_digest`), memoised."""
+        if path not in self.digests:
+            self.digests[path] = file_digest(path)
+        return self.digests[path]
+
+    def read(self, path: Path, purpose: str, video: bool, audio: bool, sample_rate: int | None = None,
+             duration: float | None = None) -> Media:
+        """Decode ``path``; a missing stream names the metric (``purpose``) that needed it."""
+        try:
+            return read_media(path, fps=self.settings.fps, sample_rate=sample_rate or self.settings.sample_rate,
+                              duration=duration, video=video, audio=audio)
+        except MediaError as exc:
+            if exc.kind in ("no_video", "no_audio"):
+                raise CmmdError(f"{path}: {exc.reason}; {purpose} needs its "
+                                f"{'video' if exc.kind == 'no_video' else 'audio'} (drop it from --metrics)") from None
+            raise
+
+
+def with_file(path: Path, fn: Callable[[], T]) -> T:
+    """Run ``fn``; a :class:`CmmdError` it raises is re-raised naming ``path``."""
+    try:
+        return fn()
+    except CmmdError as exc:
+        if str(path) in str(exc):
+            raise
+        raise CmmdError(f"{path}: {exc}") from None
+
+
+def progress_bar(items: Sequence[Any], desc: str, show: bool) -> Iterable[Any]:
+    """A progress bar over ``items`` on stderr, shown for two items or more."""
+    return tqdm(items, desc=desc, unit="clip", file=sys.stderr, disable=not show or len(items) < 2)

@@ -1,0 +1,7 @@
+"""The metric stages of :func:`cmmd.eval.evaluate.evaluate`, one module per metric family.
+
+Each stage takes the :class:`~cmmd.eval.pairing.Pairing`, the
+:class:`~cmmd.eval.inputs.MediaFiles` reader and the feature cache, and returns metric entries
+(:mod:`cmmd.eval.entries`) by key: :mod:`.fvd_kvd`, :mod:`.fad`, :mod:`.beat`, :mod:`.sync`,
+:mod:`.offset`. The algorithms they apply live in the modules of :mod:`cmmd.eval`.
+"""
