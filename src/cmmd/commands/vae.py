@@ -20,6 +20,7 @@ import argparse
 import time
 
 from cmmd.commands.config_flags import Shortcut, add_config_arguments, shortcut_overrides
+from cmmd.config import load_config
 from cmmd.train.vae import VaeTrainConfig
 
 HELP = "train or test the small video VAE (latent codec)"
@@ -71,12 +72,16 @@ def run(args: argparse.Namespace) -> int:
     return _encode(args)
 
 
+def config_from_args(args: argparse.Namespace) -> VaeTrainConfig:
+    """``--config`` (or the defaults), then DATA and ``--out``, the shortcut flags, ``KEY=VALUE``."""
+    overrides = [f"data={args.data}", f"out_dir={args.out}", *shortcut_overrides(args, SHORTCUTS)]
+    return load_config(VaeTrainConfig, args.config, overrides)
+
+
 def _train(args: argparse.Namespace) -> int:
-    from cmmd.config import load_config
     from cmmd.train.vae import train_vae
 
-    overrides = [f"data={args.data}", f"out_dir={args.out}", *shortcut_overrides(args, SHORTCUTS)]
-    cfg = load_config(VaeTrainConfig, args.config, overrides)
+    cfg = config_from_args(args)
     result = train_vae(cfg, resume=args.resume, progress=not args.no_progress)
     print(f"cmmd vae train: step {result.step}: held-out PSNR {result.psnr:.2f} dB, SSIM {result.ssim:.3f}, "
           f"scaling factor {result.codec.scaling_factor:.4f}")

@@ -19,6 +19,7 @@ import argparse
 import time
 
 from cmmd.commands.config_flags import Shortcut, add_config_arguments, shortcut_overrides
+from cmmd.config import load_config
 from cmmd.train.vocoder import VocoderTrainConfig
 
 HELP = "train or test a neural vocoder (mel -> waveform)"
@@ -77,16 +78,21 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _train(args: argparse.Namespace) -> int:
-    from cmmd.config import load_config
-    from cmmd.train.vocoder import train_vocoder
-
+def config_from_args(args: argparse.Namespace) -> VocoderTrainConfig:
+    """``--config`` (or the defaults), then AUDIO_DIR and ``--out``, ``--init`` (with the generator
+    it needs), the other shortcut flags, ``KEY=VALUE``."""
     overrides = [f"audio_dir={args.audio_dir}", f"out_dir={args.out}"]
     if args.init is not None:
         overrides.append(f"init={args.init}")
     if args.init == "hifigan-universal":
         overrides.append("generator=hifigan-v1")
-    cfg = load_config(VocoderTrainConfig, args.config, overrides + shortcut_overrides(args, SHORTCUTS))
+    return load_config(VocoderTrainConfig, args.config, overrides + shortcut_overrides(args, SHORTCUTS))
+
+
+def _train(args: argparse.Namespace) -> int:
+    from cmmd.train.vocoder import train_vocoder
+
+    cfg = config_from_args(args)
     result = train_vocoder(cfg, resume=args.resume, progress=not args.no_progress)
     print(f"cmmd vocoder train: step {result.step}: validation mel L1 {result.val_mel_l1:.3f} nats")
     print(f"cmmd vocoder train: vocoder spec cmmd-gan:{args.out} (checkpoint {result.checkpoint})")
