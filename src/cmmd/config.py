@@ -76,7 +76,7 @@ class _Dumper(yaml.SafeDumper):
 _add_yaml12_scalars(_Dumper)
 
 
-def parse_yaml(text: str) -> Any:
+def _parse_yaml(text: str) -> Any:
     """``text`` read as YAML with 1.2 scalars (raises ``yaml.YAMLError``)."""
     return yaml.load(text, Loader=_Loader)  # noqa: S506 (a SafeLoader)
 
@@ -254,7 +254,7 @@ def apply_overrides(data: dict[str, Any], overrides: list[str], schema: type | N
             raise ConfigError(f"override {item!r} is not of the form key=value")
         key, raw = item.split("=", 1)
         try:
-            value = parse_yaml(raw)
+            value = _parse_yaml(raw)
         except yaml.YAMLError as exc:
             raise ConfigError(f"override {key}: value {raw!r} is not valid YAML ({exc})") from None
         if schema is not None and value is not None and not isinstance(value, (str, dict, list)):
@@ -288,7 +288,7 @@ def _read_yaml_file(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise ConfigError(f"config file {path} does not exist")
     try:
-        loaded = parse_yaml(path.read_text())
+        loaded = _parse_yaml(path.read_text())
     except yaml.YAMLError as exc:
         raise ConfigError(f"config file {path} is not valid YAML: {exc}") from None
     if loaded is not None and not isinstance(loaded, dict):

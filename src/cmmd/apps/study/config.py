@@ -169,7 +169,12 @@ def load_study_config(path: str | Path, overrides: list[str] | None = None) -> S
     data = read_config_mapping(Path(path), SYSTEM_TRAIN)
     _check_system_overrides(data, overrides or [])
     apply_overrides(data, overrides or [], StudyConfig, SYSTEM_TRAIN)
-    return study_from_dict(data, str(path))
+    try:
+        cfg = from_dict(StudyConfig, data)
+        validate(cfg)
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+    return cfg
 
 
 def _check_system_overrides(data: dict[str, Any], overrides: list[str]) -> None:
@@ -179,16 +184,6 @@ def _check_system_overrides(data: dict[str, Any], overrides: list[str]) -> None:
         match = re.match(r"systems\.([^.=]+)\.train\.", item)
         if match and not isinstance(systems.get(match[1]), dict):
             raise ConfigError(f"override {item.split('=', 1)[0]}: no system {match[1]!r} in the config")
-
-
-def study_from_dict(data: dict[str, Any], where: str = "study config") -> StudyConfig:
-    """A validated :class:`StudyConfig` from a plain mapping."""
-    try:
-        cfg = from_dict(StudyConfig, copy.deepcopy(data))
-        validate(cfg)
-    except ConfigError as exc:
-        raise ConfigError(f"{where}: {exc}") from None
-    return cfg
 
 
 # ----------------------------------------------------------------------------- checks and resolution
