@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from cmmd.apps.study import load_study_config
-from cmmd.cli import build_parser
+from cmmd.cli import build_parser, main
 from cmmd.commands import train as train_command
 from cmmd.commands import vae as vae_command
 from cmmd.commands import vocoder as vocoder_command
@@ -153,6 +153,17 @@ def test_cli_train_config_takes_exponent_overrides(tmp_path: Path) -> None:
     assert cfg.model == load_config(TrainConfig, CONFIGS / "demo_tiny.yaml").model
     with pytest.raises(ConfigError, match=r"demo_tiny\.yaml: steps: expected an integer, got 1\.5"):
         load_config(TrainConfig, CONFIGS / "demo_tiny.yaml", ["steps=1.5"])
+
+
+def test_cli_overrides_may_follow_flags(capsys: pytest.CaptureFixture[str]) -> None:
+    # Stops at the config check, before any data or training; steps=1.5 comes after a flag.
+    assert main(["train", str(CONFIGS / "demo_tiny.yaml"), "optim.lr=1e-4", "--no-progress", "steps=1.5"]) == 2
+    assert "steps: expected an integer, got 1.5" in capsys.readouterr().err
+    assert main(["vae", "train", "d", "--out", "r", "steps=1.5", "--lr", "1e-4"]) == 2
+    assert "steps: expected an integer, got 1.5" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["train", str(CONFIGS / "demo_tiny.yaml"), "--no-progress", "stray"])
+    assert "unrecognized arguments: stray" in capsys.readouterr().err
 
 
 def test_study_configs_go_through_the_same_parser(tmp_path: Path) -> None:
