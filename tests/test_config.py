@@ -175,6 +175,10 @@ def test_study_configs_go_through_the_same_parser(tmp_path: Path) -> None:
     assert cfg.base["optim"]["lr"] == 2e-3 and cfg.title.startswith("Contrastive weight sweep")
     with pytest.raises(ConfigError, match=r"test\.clips: expected an integer, got 2\.5"):
         load_study_config(CONFIGS / "study_cpu.yaml", ["test.clips=2.5"])
+    with pytest.raises(ConfigError, match=r"study_cpu\.yaml: evaluation: metrics must include sync"):
+        load_study_config(CONFIGS / "study_cpu.yaml", ["evaluation.metrics=[fad]"])
+    with pytest.raises(ConfigError, match=r"study_cpu\.yaml: systems\.cmmd\.budget: set exactly one of steps"):
+        load_study_config(CONFIGS / "study_cpu.yaml", ["systems.cmmd.budget={steps: 5, minutes: 1}"])
 
 
 def test_vae_preset_and_cli_flags(tmp_path: Path) -> None:
