@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING
 
 from cmmd.config import load_config
+
+if TYPE_CHECKING:
+    from cmmd.train.config import TrainConfig
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -16,11 +20,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-progress", action="store_true", help="no progress bar (logs still written)")
 
 
+def config_from_args(args: argparse.Namespace) -> TrainConfig:
+    """The run's TrainConfig: the YAML file, then the dotted overrides."""
+    from cmmd.train.config import TrainConfig
+
+    return load_config(TrainConfig, args.config, args.overrides)
+
+
 def run(args: argparse.Namespace) -> int:
     from cmmd.apps.preview import write_preview
-    from cmmd.train.config import TrainConfig
     from cmmd.train.loop import train
 
-    cfg = load_config(TrainConfig, args.config, args.overrides)
+    cfg = config_from_args(args)
     train(cfg, resume=args.resume, progress=not args.no_progress, preview=write_preview)
     return 0

@@ -1,8 +1,11 @@
 """``cmmd vae {train,test,encode}``: the small video VAE and latent codecs on prepared shards.
 
-* ``train DATA --out RUN``: fit the cmmd-vae (:mod:`cmmd.train.vae`) on the frames of a
-  ``cmmd prepare`` output; held-out PSNR/SSIM are printed at each checkpoint and at the end.
-  Resumable (``--resume``); Ctrl-C checkpoints before stopping.
+* ``train DATA [KEY=VALUE ...] --out RUN [--config YAML]``: fit the cmmd-vae (:mod:`cmmd.train.vae`)
+  on the frames of a ``cmmd prepare`` output; held-out PSNR/SSIM are printed at each checkpoint and
+  at the end. The :class:`~cmmd.train.vae.VaeTrainConfig` comes from ``--config`` (e.g.
+  ``configs/vae_tiny.yaml``) or the defaults, then the shortcut flags (``--steps 500`` is
+  ``steps=500``), then dotted overrides (``vae.downsampling=4``). Resumable (``--resume``); Ctrl-C
+  checkpoints before stopping.
 * ``test DATA --codec SPEC``: PSNR/SSIM of any codec's round trip on held-out frames, plus
   encode/decode throughput.
 * ``encode DATA --codec SPEC``: precompute ``items/*/latents.npy`` (:mod:`cmmd.video.latents`)
@@ -16,35 +19,34 @@ from __future__ import annotations
 import argparse
 import time
 
-from cmmd.video.vae import VaeConfig
+from cmmd.commands.config_flags import Shortcut, add_config_arguments, shortcut_overrides
+from cmmd.config import load_config
 from cmmd.train.vae import VaeTrainConfig
 
 HELP = "train or test the small video VAE (latent codec)"
+SHORTCUTS = (
+    Shortcut("--downsample", "vae.downsampling", "spatial downsampling factor, 4 or 8"),
+    Shortcut("--base-channels", "vae.base_channels", "width of the finest level"),
+    Shortcut("--steps", "steps", "optimizer steps"),
+    Shortcut("--batch-size", "batch_size", "frames per step"),
+    Shortcut("--lr", "lr", "Adam learning rate"),
+    Shortcut("--kl-weight", "kl_weight", "KL weight"),
+    Shortcut("--grad-weight", "grad_weight", "weight of the Sobel-gradient L1 term"),
+    Shortcut("--checkpoint-every", "checkpoint_every", "steps between checkpoints"),
+    Shortcut("--seed", "seed", "seed"),
+    Shortcut("--device", "device", "auto, cpu, cuda or cuda:N"),
+)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Flags of ``cmmd vae train|test|encode``."""
     sub = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
-    d, v = VaeTrainConfig(data="", out_dir=""), VaeConfig()
     tr = sub.add_parser("train", help="train the cmmd-vae on prepared frames",
                         description="Train the small KL-VAE (4 latent channels) on the frames of a `cmmd prepare` "
                                     "output; prints held-out PSNR/SSIM.")
     tr.add_argument("data", metavar="DATA", help="a `cmmd prepare` output directory")
     tr.add_argument("--out", required=True, help="run directory (checkpoints/ inside)")
-    tr.add_argument("--downsample", type=int, choices=(4, 8), default=v.downsampling,
-                    help=f"spatial downsampling factor (default: {v.downsampling})")
-    tr.add_argument("--base-channels", type=int, default=v.base_channels,
-                    help=f"width of the finest level (default: {v.base_channels})")
-    tr.add_argument("--steps", type=int, default=d.steps, help=f"optimizer steps (default: {d.steps})")
-    tr.add_argument("--batch-size", type=int, default=d.batch_size, help=f"frames per step (default: {d.batch_size})")
-    tr.add_argument("--lr", type=float, default=d.lr, help=f"Adam learning rate (default: {d.lr})")
-    tr.add_argument("--kl-weight", type=float, default=d.kl_weight, help=f"KL weight (default: {d.kl_weight})")
-    tr.add_argument("--grad-weight", type=float, default=d.grad_weight,
-                    help=f"weight of the Sobel-gradient L1 term (default: {d.grad_weight})")
-    tr.add_argument("--checkpoint-every", type=int, default=d.checkpoint_every,
-                    help=f"steps between checkpoints (default: {d.checkpoint_every})")
-    tr.add_argument("--seed", type=int, default=d.seed, help=f"seed (default: {d.seed})")
-    tr.add_argument("--device", default=d.device, help="auto, cpu, cuda or cuda:N (default: auto)")
+    add_config_arguments(tr, SHORTCUTS, VaeTrainConfig(data="", out_dir=""))
     tr.add_argument("--resume", action="store_true", help="continue the run in --out")
     tr.add_argument("--no-progress", action="store_true", help="no progress bar")
 
@@ -70,14 +72,16 @@ def run(args: argparse.Namespace) -> int:
     return _encode(args)
 
 
+def config_from_args(args: argparse.Namespace) -> VaeTrainConfig:
+    """``--config`` (or the defaults), then DATA and ``--out``, the shortcut flags, ``KEY=VALUE``."""
+    overrides = [f"data={args.data}", f"out_dir={args.out}", *shortcut_overrides(args, SHORTCUTS)]
+    return load_config(VaeTrainConfig, args.config, overrides)
+
+
 def _train(args: argparse.Namespace) -> int:
     from cmmd.train.vae import train_vae
 
-    cfg = VaeTrainConfig(
-        data=args.data, out_dir=args.out, vae=VaeConfig(downsampling=args.downsample, base_channels=args.base_channels),
-        steps=args.steps, batch_size=args.batch_size, lr=args.lr, kl_weight=args.kl_weight,
-        grad_weight=args.grad_weight, checkpoint_every=args.checkpoint_every, seed=args.seed, device=args.device,
-    )
+    cfg = config_from_args(args)
     result = train_vae(cfg, resume=args.resume, progress=not args.no_progress)
     print(f"cmmd vae train: step {result.step}: held-out PSNR {result.psnr:.2f} dB, SSIM {result.ssim:.3f}, "
           f"scaling factor {result.codec.scaling_factor:.4f}")

@@ -1,10 +1,12 @@
 """``cmmd vocoder {train,test,fetch}``: neural vocoders (mel -> waveform).
 
-* ``train AUDIO_DIR --out RUN``: MelGAN generator with HiFi-GAN's discriminators and loss weights
-  on random 4 s segments (:mod:`cmmd.train.vocoder`); ``--init hifigan-universal``
-  fine-tunes the released HiFi-GAN V1 universal generator on cmmd's 16 kHz mels instead.
-  Resumable (``--resume``); Ctrl-C checkpoints before stopping. The result loads as
-  ``cmmd-gan:RUN``.
+* ``train AUDIO_DIR [KEY=VALUE ...] --out RUN [--config YAML]``: MelGAN generator with HiFi-GAN's
+  discriminators and loss weights on random 4 s segments (:mod:`cmmd.train.vocoder`);
+  ``--init hifigan-universal`` (``configs/vocoder_hifigan_universal.yaml``) fine-tunes the released
+  HiFi-GAN V1 universal generator on cmmd's 16 kHz mels instead. The
+  :class:`~cmmd.train.vocoder.VocoderTrainConfig` comes from ``--config`` or the defaults, then the
+  shortcut flags (``--steps 500`` is ``steps=500``), then dotted overrides (``melgan.channels=256``).
+  Resumable (``--resume``); Ctrl-C checkpoints before stopping. The result loads as ``cmmd-gan:RUN``.
 * ``test AUDIO_FILE --vocoder SPEC``: resynthesise a file through a vocoder in its own mel
   configuration; prints log-mel L1, multi-resolution STFT distance and real-time factor, and
   writes the resynthesis with ``--write``.
@@ -16,40 +18,39 @@ from __future__ import annotations
 import argparse
 import time
 
-from cmmd.audio.melgan import MelGanConfig
+from cmmd.commands.config_flags import Shortcut, add_config_arguments, shortcut_overrides
+from cmmd.config import load_config
 from cmmd.train.vocoder import VocoderTrainConfig
 
 HELP = "train or test a neural vocoder (mel -> waveform)"
+SHORTCUTS = (
+    Shortcut("--steps", "steps", "training steps"),
+    Shortcut("--segment-seconds", "segment_seconds", "training segment length in seconds; the default is the paper's"),
+    Shortcut("--batch-size", "batch_size", "segments per step"),
+    Shortcut("--generator", "generator", "generator architecture, melgan or hifigan-v1 (hifigan-v1 with --init "
+                                         "hifigan-universal)"),
+    Shortcut("--mel", "mel", "mel front-end: cmmd (16 kHz, the diffusion model's) or hifigan (22.05 kHz)"),
+    Shortcut("--channels", "melgan.channels", "MelGAN width after the input conv (MelGAN's own: 512)"),
+    Shortcut("--disc-width", "disc_width", "discriminator widths relative to HiFi-GAN's"),
+    Shortcut("--lr", "lr", "AdamW learning rate"),
+    Shortcut("--checkpoint-every", "checkpoint_every", "steps between checkpoints"),
+    Shortcut("--seed", "seed", "seed"),
+    Shortcut("--device", "device", "auto, cpu, cuda or cuda:N"),
+)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Flags of ``cmmd vocoder train|test|fetch``."""
     sub = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
-    d = VocoderTrainConfig(audio_dir="", out_dir="")
     tr = sub.add_parser("train", help="train a GAN vocoder on a folder of audio",
                         description="Train a MelGAN vocoder with HiFi-GAN's discriminators and losses on random "
                                     "segments of every audio/video file under AUDIO_DIR (or a `cmmd prepare` output).")
     tr.add_argument("audio_dir", metavar="AUDIO_DIR", help="folder of wav/flac/mp3/mp4/... files, searched recursively")
     tr.add_argument("--out", required=True, help="run directory (checkpoints/, audio_cache/, log.jsonl)")
-    tr.add_argument("--steps", type=int, default=d.steps, help=f"training steps (default: {d.steps})")
-    tr.add_argument("--segment-seconds", type=float, default=d.segment_seconds,
-                    help=f"training segment length (default: {d.segment_seconds}, the paper's)")
-    tr.add_argument("--batch-size", type=int, default=d.batch_size, help=f"segments per step (default: {d.batch_size})")
-    tr.add_argument("--init", choices=("none", "hifigan-universal"), default="none",
-                    help="start from the HiFi-GAN V1 universal generator (implies --generator hifigan-v1)")
-    tr.add_argument("--generator", choices=("melgan", "hifigan-v1"), default=None,
-                    help="generator architecture (default: melgan, or hifigan-v1 with --init hifigan-universal)")
-    tr.add_argument("--mel", choices=("cmmd", "hifigan"), default=d.mel,
-                    help="mel front-end: cmmd (16 kHz, the diffusion model's) or hifigan (22.05 kHz) (default: cmmd)")
-    tr.add_argument("--channels", type=int, default=d.melgan.channels,
-                    help=f"MelGAN width after the input conv (default: {d.melgan.channels}; MelGAN's own: 512)")
-    tr.add_argument("--disc-width", type=float, default=d.disc_width,
-                    help=f"discriminator widths relative to HiFi-GAN's (default: {d.disc_width})")
-    tr.add_argument("--lr", type=float, default=d.lr, help=f"AdamW learning rate (default: {d.lr})")
-    tr.add_argument("--checkpoint-every", type=int, default=d.checkpoint_every,
-                    help=f"steps between checkpoints (default: {d.checkpoint_every})")
-    tr.add_argument("--seed", type=int, default=d.seed, help=f"seed (default: {d.seed})")
-    tr.add_argument("--device", default=d.device, help="auto, cpu, cuda or cuda:N (default: auto)")
+    add_config_arguments(tr, SHORTCUTS, VocoderTrainConfig(audio_dir="", out_dir=""))
+    tr.add_argument("--init", choices=("none", "hifigan-universal"), default=None,
+                    help="start from the HiFi-GAN V1 universal generator (= init=hifigan-universal "
+                         "generator=hifigan-v1; --generator still applies)")
     tr.add_argument("--resume", action="store_true", help="continue the run in --out")
     tr.add_argument("--no-progress", action="store_true", help="no progress bar")
 
@@ -77,16 +78,21 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def config_from_args(args: argparse.Namespace) -> VocoderTrainConfig:
+    """``--config`` (or the defaults), then AUDIO_DIR and ``--out``, ``--init`` (with the generator
+    it needs), the other shortcut flags, ``KEY=VALUE``."""
+    overrides = [f"audio_dir={args.audio_dir}", f"out_dir={args.out}"]
+    if args.init is not None:
+        overrides.append(f"init={args.init}")
+    if args.init == "hifigan-universal":
+        overrides.append("generator=hifigan-v1")
+    return load_config(VocoderTrainConfig, args.config, overrides + shortcut_overrides(args, SHORTCUTS))
+
+
 def _train(args: argparse.Namespace) -> int:
     from cmmd.train.vocoder import train_vocoder
 
-    generator = args.generator or ("hifigan-v1" if args.init == "hifigan-universal" else "melgan")
-    cfg = VocoderTrainConfig(
-        audio_dir=args.audio_dir, out_dir=args.out, generator=generator, init=args.init, mel=args.mel,
-        melgan=MelGanConfig(channels=args.channels), disc_width=args.disc_width, steps=args.steps,
-        segment_seconds=args.segment_seconds, batch_size=args.batch_size, lr=args.lr,
-        checkpoint_every=args.checkpoint_every, seed=args.seed, device=args.device,
-    )
+    cfg = config_from_args(args)
     result = train_vocoder(cfg, resume=args.resume, progress=not args.no_progress)
     print(f"cmmd vocoder train: step {result.step}: validation mel L1 {result.val_mel_l1:.3f} nats")
     print(f"cmmd vocoder train: vocoder spec cmmd-gan:{args.out} (checkpoint {result.checkpoint})")

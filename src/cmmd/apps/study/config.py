@@ -3,13 +3,11 @@
 A study YAML (``configs/study_*.yaml``) sets the fields of :class:`StudyConfig`. ``base`` holds
 TrainConfig fields shared by every system; each system's ``train`` maps *dotted* TrainConfig
 keys to values that replace the base's value at that key (``diffusion.loss.eta: 1.0e-4``,
-``model: {preset: mmdiffusion-tiny, overrides: {}}`` replaces the whole model section). A file
-may start from another with ``extends: other.yaml`` (path relative to the file): mappings are
-merged key by key, everything else replaced, so a sweep config adds systems to a study and
-reuses its trained runs. Command-line overrides use dotted keys as well
-(``budget.minutes=2``, ``test.clips=4``, ``systems.cmmd.train.diffusion.loss.eta=1e-3``: after
-``systems.<name>.train.`` the rest is one TrainConfig key). Everything is checked, naming the
-key, before any work starts.
+``model: {preset: mmdiffusion-tiny, overrides: {}}`` replaces the whole model section). Files,
+``extends`` and dotted command-line overrides are :mod:`cmmd.config`'s, so a sweep config
+``extends`` a study to add systems and reuse its trained runs; ``systems.<name>.train`` is a flat
+section (``systems.cmmd.train.diffusion.loss.eta=1e-3`` sets one TrainConfig key). Everything is
+checked, naming the key, before any work starts.
 """
 
 from __future__ import annotations
@@ -23,9 +21,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 import torch
-import yaml
 
-from cmmd.config import ConfigError, from_dict, read_yaml_mapping
+from cmmd.config import ConfigError, apply_overrides, from_dict, read_config_mapping, set_dotted
 from cmmd.data.splits import TRAIN
 from cmmd.errors import CmmdError
 from cmmd.eval.evaluate import METRICS
@@ -35,8 +32,7 @@ from cmmd.models.presets import build_model
 
 STUDY_OWNED = ("out_dir", "max_minutes", "data.root")  # set by the study for every system
 SYSTEM_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")  # a folder name without dots (dotted keys)
-MAX_EXTENDS = 8
-FLOAT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
+SYSTEM_TRAIN = ("systems.*.train",)  # its keys are whole dotted TrainConfig keys
 
 
 @dataclass(frozen=True)
@@ -75,7 +71,7 @@ class TrainingSet:
 
     def __post_init__(self) -> None:
         if self.clips < 2 or self.seconds <= 0 or self.size < 8:
-            raise ConfigError(f"data: need clips >= 2, seconds > 0 and size >= 8, got {self}")
+            raise ConfigError(f"need clips >= 2, seconds > 0 and size >= 8, got {self}")
         if self.seed not in TRAIN.set_seeds:
             raise ConfigError(f"seed {self.seed} is not a TRAIN seed of cmmd.data.splits "
                               f"({TRAIN.set_seeds.start}..{TRAIN.set_seeds.stop - 1}); the others are held out")
@@ -92,7 +88,7 @@ class TestSet:
 
     def __post_init__(self) -> None:
         if self.clips < 2 or self.seconds < 1.0 or self.batch < 1:
-            raise ConfigError(f"test: need clips >= 2, seconds >= 1.0 (beat tracking) and batch >= 1, got {self}")
+            raise ConfigError(f"need clips >= 2, seconds >= 1.0 (beat tracking) and batch >= 1, got {self}")
 
 
 @dataclass
@@ -123,9 +119,9 @@ class Evaluation:
     def __post_init__(self) -> None:
         unknown = sorted(set(self.metrics) - set(METRICS))
         if unknown:
-            raise ConfigError(f"evaluation.metrics: unknown {unknown}; choose from {list(METRICS)}")
+            raise ConfigError(f"unknown metrics {unknown}; choose from {list(METRICS)}")
         if "sync" not in self.metrics:
-            raise ConfigError("evaluation.metrics must include sync: the tables and paired tests are built on it")
+            raise ConfigError("metrics must include sync: the tables and paired tests are built on it")
 
 
 @dataclass
@@ -139,7 +135,7 @@ class LambdaSweep:
 
     def __post_init__(self) -> None:
         if any(v < 0 for v in self.values) or len(set(self.values)) != len(self.values):
-            raise ConfigError(f"lambda_sweep.values must be distinct and >= 0, got {list(self.values)}")
+            raise ConfigError(f"values must be distinct and >= 0, got {list(self.values)}")
 
 
 @dataclass
@@ -172,113 +168,26 @@ class StudyConfig:
 # ----------------------------------------------------------------------------- reading
 
 
-def _merge(parent: dict[str, Any], child: dict[str, Any], path: str = "") -> dict[str, Any]:
-    """``child`` over ``parent``: mappings merged key by key, except a system's dotted ``train``
-    keys, whose values replace (as they do over the base)."""
-    out = dict(parent)
-    for key, value in child.items():
-        here = f"{path}{key}"
-        dotted_leaf = re.fullmatch(r"systems\.[^.]+\.train\..+", here) is not None
-        if isinstance(value, dict) and isinstance(out.get(key), dict) and not dotted_leaf:
-            out[key] = _merge(out[key], value, f"{here}.")
-        else:
-            out[key] = copy.deepcopy(value)
-    return out
-
-
-def _read_yaml(path: Path, depth: int = 0) -> dict[str, Any]:
-    """The mapping in ``path`` with its ``extends`` chain resolved."""
-    if depth > MAX_EXTENDS:
-        raise ConfigError(f"{path}: more than {MAX_EXTENDS} levels of `extends` (a cycle?)")
-    data = read_yaml_mapping(path)
-    parent = data.pop("extends", None)
-    if parent is None:
-        return data
-    if not isinstance(parent, str):
-        raise ConfigError(f"{path}: extends must be a path to another study config, got {parent!r}")
-    return _merge(_read_yaml(path.parent / parent, depth + 1), data)
-
-
-def set_dotted(data: dict[str, Any], key: str, value: Any, where: str) -> None:
-    """``data[a][b][c] = value`` for ``key = "a.b.c"``, creating sections; ``where`` names the key in errors."""
-    parts = key.split(".")
-    if not all(parts):
-        raise ConfigError(f"{where}: {key!r} is not a dotted key")
-    node = data
-    for i, part in enumerate(parts[:-1]):
-        node = node.setdefault(part, {})
-        if not isinstance(node, dict):
-            raise ConfigError(f"{where}: {'.'.join(parts[: i + 1])} is not a section, cannot set {key}")
-    node[parts[-1]] = copy.deepcopy(value)
-
-
-def apply_study_overrides(data: dict[str, Any], overrides: list[str]) -> None:
-    """Apply ``key=value`` overrides (values parsed as YAML); ``systems.<name>.train.<dotted key>``
-    sets one TrainConfig key of that system."""
-    for item in overrides:
-        if "=" not in item:
-            raise ConfigError(f"override {item!r} is not of the form key=value")
-        key, raw = item.split("=", 1)
-        try:
-            value = yaml.safe_load(raw)
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"override {key}: value {raw!r} is not valid YAML ({exc})") from None
-        if isinstance(value, str) and FLOAT.fullmatch(value):  # YAML 1.1 reads 1e-3 as a string
-            value = float(value)
-        match = re.fullmatch(r"systems\.([^.]+)\.train\.(.+)", key)
-        if match:
-            system = data.setdefault("systems", {}).get(match[1])
-            if not isinstance(system, dict):
-                raise ConfigError(f"override {key}: no system {match[1]!r} in the config")
-            system.setdefault("train", {})[match[2]] = value
-        else:
-            set_dotted(data, key, value, f"override {key}")
-
-
 def load_study_config(path: str | Path, overrides: list[str] | None = None) -> StudyConfig:
     """Read, merge ``extends``, apply overrides and validate (:func:`validate`)."""
-    data = _read_yaml(Path(path))
-    apply_study_overrides(data, overrides or [])
-    return study_from_dict(data, str(path))
-
-
-def study_from_dict(data: dict[str, Any], where: str = "study config") -> StudyConfig:
-    """A validated :class:`StudyConfig` from a plain mapping."""
-    raw = copy.deepcopy(data)
-    systems = raw.pop("systems", {}) or {}
-    if not isinstance(systems, dict):
-        raise ConfigError(f"{where}: systems must be a mapping of name -> system")
+    data = read_config_mapping(Path(path), SYSTEM_TRAIN)
+    _check_system_overrides(data, overrides or [])
+    apply_overrides(data, overrides or [], StudyConfig, SYSTEM_TRAIN)
     try:
-        _check_budget(raw.get("budget"), "budget")
-        cfg = from_dict(StudyConfig, raw)
-        for name, spec in systems.items():
-            cfg.systems[str(name)] = _system_from_dict(str(name), spec)
+        cfg = from_dict(StudyConfig, data)
         validate(cfg)
     except ConfigError as exc:
-        raise ConfigError(f"{where}: {exc}") from None
+        raise ConfigError(f"{path}: {exc}") from None
     return cfg
 
 
-def _check_budget(value: Any, where: str) -> None:
-    """Build an optional budget mapping on its own, so that an error names its key (the
-    ``Budget | None`` union would report only that the whole value did not fit)."""
-    if isinstance(value, dict):
-        try:
-            from_dict(Budget, value, prefix=f"{where}.")
-        except ConfigError as exc:
-            message = str(exc)
-            raise ConfigError(message if where in message else f"{where}: {message}") from None
-
-
-def _system_from_dict(name: str, spec: Any) -> SystemSpec:
-    if not isinstance(spec, dict):
-        raise ConfigError(f"systems.{name}: expected a mapping of SystemSpec fields, got {spec!r}")
-    _check_budget(spec.get("budget"), f"systems.{name}.budget")
-    try:
-        return from_dict(SystemSpec, spec, prefix=f"systems.{name}.")
-    except ConfigError as exc:
-        message = str(exc)
-        raise ConfigError(message if f"systems.{name}" in message else f"systems.{name}.{message}") from None
+def _check_system_overrides(data: dict[str, Any], overrides: list[str]) -> None:
+    """An override of a system's training keys needs the system: a misspelt name would add one."""
+    systems = data.get("systems") or {}
+    for item in overrides:
+        match = re.match(r"systems\.([^.=]+)\.train\.", item)
+        if match and not isinstance(systems.get(match[1]), dict):
+            raise ConfigError(f"override {item.split('=', 1)[0]}: no system {match[1]!r} in the config")
 
 
 # ----------------------------------------------------------------------------- checks and resolution
@@ -339,7 +248,7 @@ def system_train_dict(cfg: StudyConfig, name: str) -> dict[str, Any]:
     Stored with each run and compared on reuse (TrainConfig defaults are not part of it)."""
     data = copy.deepcopy(cfg.base)
     for key, value in cfg.systems[name].train.items():
-        set_dotted(data, key, value, f"systems.{name}.train.{key}")
+        set_dotted(data, key, value)
     budget = cfg.budget_of(name)
     if budget.steps is not None:
         data["steps"] = budget.steps
@@ -350,12 +259,12 @@ def train_config(cfg: StudyConfig, name: str, out: Path) -> TrainConfig:
     """The system's TrainConfig: its :func:`system_train_dict` with the run in ``out/runs/<name>``,
     the data in ``out/prepared`` and ``max_minutes`` from a minutes budget. The model is built on
     the meta device to check its preset and overrides."""
-    data = system_train_dict(cfg, name)
-    data["out_dir"] = str(out / "runs" / name)
-    data.setdefault("data", {})["root"] = str(out / "prepared")
-    minutes = cfg.budget_of(name).minutes
-    data["max_minutes"] = minutes if minutes is not None else 0.0
     try:
+        data = system_train_dict(cfg, name)
+        data["out_dir"] = str(out / "runs" / name)
+        data.setdefault("data", {})["root"] = str(out / "prepared")
+        minutes = cfg.budget_of(name).minutes
+        data["max_minutes"] = minutes if minutes is not None else 0.0
         train_cfg = from_dict(TrainConfig, data)
         with torch.device("meta"):
             build_model(train_cfg.model.preset, train_cfg.model.overrides)
