@@ -161,7 +161,7 @@ class AudioPool:
             raise CmmdError(f"audio directory {root} does not exist")
         self.sample_rate = sample_rate
         self.failures: list[tuple[str, str]] = []
-        prepared = sorted(root.glob("items/*/audio.npy"))
+        prepared = sorted(meta.parent / "audio.npy" for meta in root.glob("items/*/meta.json"))  # complete items
         waves = self._prepared(root, prepared) if prepared else self._decoded(root, cache, progress)
         if not waves:
             raise CmmdError(f"no usable audio under {root} ({len(self.failures)} file(s) failed"
@@ -174,7 +174,7 @@ class AudioPool:
     def _prepared(self, root: Path, files: list[Path]) -> list[np.ndarray]:
         waves = []
         for file in files:
-            meta = json.loads((file.parent / "meta.json").read_text()) if (file.parent / "meta.json").is_file() else {}
+            meta = json.loads((file.parent / "meta.json").read_text())
             if meta.get("sample_rate", self.sample_rate) != self.sample_rate:
                 raise CmmdError(f"{root} was prepared at {meta['sample_rate']} Hz but the vocoder's mel needs "
                                 f"{self.sample_rate} Hz; prepare it again with --sample-rate {self.sample_rate}")
