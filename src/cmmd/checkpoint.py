@@ -250,7 +250,7 @@ def _unlisted_problem(ckpt: Path) -> str | None:
     return next((p for p in map(safetensors_problem, files) if p is not None), None)
 
 
-def checkpoint_dirs(run_dir: Path) -> list[Path]:
+def _checkpoint_dirs(run_dir: Path) -> list[Path]:
     """A run's checkpoint directories, newest first, intact or not (never temporary ones)."""
     root = Path(run_dir) / "checkpoints"
     if not root.is_dir():
@@ -265,7 +265,7 @@ def latest_checkpoint(run_dir: Path) -> Path | None:
     when the run has checkpoints but none is intact.
     """
     problems = []
-    for ckpt in checkpoint_dirs(run_dir):
+    for ckpt in _checkpoint_dirs(run_dir):
         reason = verify_checkpoint(ckpt)
         if reason is None:
             return ckpt
@@ -299,7 +299,7 @@ def _info_from(file: Path, meta: dict[str, str]) -> CheckpointInfo:
 def read_info(path: Path) -> CheckpointInfo:
     """Metadata of a run directory (its newest intact checkpoint), a checkpoint directory or of a
     single cmmd safetensors file."""
-    file = weights_file(path, prefer="ema")
+    file = _weights_file(path, prefer="ema")
     try:
         with safe_open(str(file), framework="pt") as f:
             return _info_from(file, f.metadata() or {})
@@ -309,7 +309,7 @@ def read_info(path: Path) -> CheckpointInfo:
         raise CmmdError(f"{file}: not a readable safetensors file ({str(exc).splitlines()[0]})") from None
 
 
-def weights_file(path: Path, prefer: str) -> Path:
+def _weights_file(path: Path, prefer: str) -> Path:
     """The verified ``{prefer}.safetensors`` of a run dir (newest intact checkpoint) or a
     checkpoint dir, or ``path`` itself when it is a file; CmmdError naming what is wrong."""
     path = Path(path)
@@ -337,7 +337,7 @@ def weights_file(path: Path, prefer: str) -> Path:
 
 def load_weights(path: Path, prefer: str = "ema") -> Tensors:
     """Weights from a run dir, a checkpoint dir (``prefer`` = "ema" or "model") or one file."""
-    return read_tensors(weights_file(path, prefer))[0]
+    return read_tensors(_weights_file(path, prefer))[0]
 
 
 def load_training_state(
