@@ -30,7 +30,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         description="Train a MelGAN vocoder with HiFi-GAN's discriminators and losses on random "
                                     "segments of every audio/video file under AUDIO_DIR (or a `cmmd prepare` output).")
     tr.add_argument("audio_dir", metavar="AUDIO_DIR", help="folder of wav/flac/mp3/mp4/... files, searched recursively")
-    tr.add_argument("--out", required=True, help="run directory (checkpoints/, audio_cache/, log.jsonl)")
+    tr.add_argument("--out", required=True, help="run directory (checkpoints/, audio_cache/, log.csv)")
     tr.add_argument("--steps", type=int, default=d.steps, help=f"training steps (default: {d.steps})")
     tr.add_argument("--segment-seconds", type=float, default=d.segment_seconds,
                     help=f"training segment length (default: {d.segment_seconds}, the paper's)")

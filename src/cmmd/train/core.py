@@ -17,7 +17,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from types import FrameType, TracebackType
+from types import FrameType
+from typing import Any
 
 import torch
 from tqdm import tqdm
@@ -80,7 +81,7 @@ class StopSignals:
 
     def __init__(self) -> None:
         self.requested, self.signum = False, 0
-        self._previous: dict[int, signal.Handlers | Callable | int | None] = {}
+        self._previous: dict[int, Any] = {}  # what signal.signal returned: a handler, SIG_DFL...
 
     def _handle(self, signum: int, _frame: FrameType | None) -> None:
         self.requested, self.signum = True, signum
@@ -93,7 +94,7 @@ class StopSignals:
                 pass
         return self
 
-    def __exit__(self, *_exc: type[BaseException] | BaseException | TracebackType | None) -> None:
+    def __exit__(self, *_exc: object) -> None:
         for sig, handler in self._previous.items():
             signal.signal(sig, handler)
 
