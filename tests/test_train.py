@@ -294,3 +294,15 @@ def test_training_learns_held_out_denoising(tmp_path: Path, prepared: Path) -> N
         after = joint_diffusion_loss(trained, video, audio, t, nv, na, schedule, DiffusionLossConfig())[0].mean()
         before = joint_diffusion_loss(untrained, video, audio, t, nv, na, schedule, DiffusionLossConfig())[0].mean()
     assert after < 0.9 * before, (float(before), float(after))  # measured: 1.74 -> 1.43
+
+
+def test_one_device_resolver_for_every_command() -> None:
+    from cmmd.device import resolve_device
+
+    assert resolve_device("cpu") == torch.device("cpu")
+    assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+    with pytest.raises(CmmdError, match="not a device name"):
+        resolve_device("gpu0")
+    if not torch.cuda.is_available():
+        with pytest.raises(CmmdError, match="CUDA is not available; use --device cpu"):
+            resolve_device("cuda:1")
