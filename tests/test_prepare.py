@@ -119,6 +119,35 @@ def test_resume_skips_done_items_and_redoes_unfinished(src_dir: Path, tmp_path: 
     assert (again.ok, again.skipped) == (0, 2) and again.clips == 4
 
 
+def test_a_full_disk_while_writing_a_shard_is_a_clear_error_and_leaves_no_half_item(
+        src_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import errno
+
+    import cmmd.data.prepare as prepare
+
+    real_save, calls = np.save, []
+
+    def save_then_fill_the_disk(fh, array) -> None:
+        calls.append(1)
+        if len(calls) == 2:  # the first item's audio.npy, half written
+            fh.write(b"\x93NUMPY" + bytes(100))
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real_save(fh, array)
+
+    monkeypatch.setattr(prepare.np, "save", save_then_fill_the_disk)
+    out = tmp_path / "out"
+    with pytest.raises(CmmdError, match=r"no space left on device while writing .*audio.npy"):
+        prepare_dataset(src_dir, out, workers=1, progress=False)
+    assert not list((out / "items").iterdir())  # the half item is gone, no temporary file left
+    monkeypatch.undo()
+    summary = prepare_dataset(src_dir, out, workers=1, progress=False)
+    assert (summary.ok, summary.skipped) == (2, 0)
+    clean = prepare_dataset(src_dir, tmp_path / "clean", workers=1, progress=False).out_dir
+    contents = [{str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+                for root in (out / "items", clean / "items")]
+    assert contents[0] == contents[1]
+
+
 def test_refuses_other_settings_and_out_inside_src(src_dir: Path, tmp_path: Path) -> None:
     out = tmp_path / "out"
     good_only = tmp_path / "good_only"

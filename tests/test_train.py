@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -98,6 +99,29 @@ def test_resume_after_kill_matches_uninterrupted_run(tmp_path: Path, prepared: P
         wa = load_weights(tmp_path / "straight", kind)
         wb = load_weights(tmp_path / "killed", kind)
         assert all(torch.equal(wa[n], wb[n]) for n in wa), kind
+
+
+def test_resume_skips_a_torn_checkpoint_and_refuses_when_none_is_intact(
+        tmp_path: Path, prepared: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from cmmd.cli import main
+
+    path = write_config(tmp_path / "c.yaml", prepared, tmp_path / "run", steps=4, checkpoint_every=2)
+    assert main(["train", str(path), "--no-progress"]) == 0
+    final = {k: v.clone() for k, v in load_weights(tmp_path / "run", "model").items()}  # not the mmap we truncate
+    ckpts = tmp_path / "run" / "checkpoints"
+    torn = ckpts / "step_00000004" / "model.safetensors"
+    torn.write_bytes(torn.read_bytes()[:100])  # a copy cut short: no parseable header
+    capsys.readouterr()
+    assert main(["train", str(path), "--resume", "--no-progress"]) == 0
+    out, err = capsys.readouterr()
+    assert re.search(r"skipping checkpoint \S*step_00000004: model.safetensors is 100 bytes", err), err
+    assert re.search(r"resumed from \S*step_00000002 at step 2", out), out
+    assert all(torch.equal(final[k], v) for k, v in load_weights(tmp_path / "run", "model").items())
+    for ckpt in ckpts.glob("step_*"):
+        (ckpt / "ema.safetensors").write_bytes(b"junk")
+    assert main(["train", str(path), "--resume", "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "no intact checkpoint (step_00000004: ema.safetensors is 4 bytes" in err and "Traceback" not in err
 
 
 def test_fitted_steps_fill_the_remaining_budget() -> None:
@@ -270,3 +294,15 @@ def test_training_learns_held_out_denoising(tmp_path: Path, prepared: Path) -> N
         after = joint_diffusion_loss(trained, video, audio, t, nv, na, schedule, DiffusionLossConfig())[0].mean()
         before = joint_diffusion_loss(untrained, video, audio, t, nv, na, schedule, DiffusionLossConfig())[0].mean()
     assert after < 0.9 * before, (float(before), float(after))  # measured: 1.74 -> 1.43
+
+
+def test_one_device_resolver_for_every_command() -> None:
+    from cmmd.device import resolve_device
+
+    assert resolve_device("cpu") == torch.device("cpu")
+    assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+    with pytest.raises(CmmdError, match="not a device name"):
+        resolve_device("gpu0")
+    if not torch.cuda.is_available():
+        with pytest.raises(CmmdError, match="CUDA is not available; use --device cpu"):
+            resolve_device("cuda:1")

@@ -30,6 +30,7 @@ from cmmd.audio.quality import log_mel_l1, multi_resolution_stft_distance
 from cmmd.audio.vocoders import GriffinLim, NeuralVocoder, Vocoder, load_vocoder
 from cmmd.cli import main
 from cmmd.errors import CmmdError
+from cmmd.train.scalar_log import read_log
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -229,9 +230,9 @@ def test_train_vocoder_checkpoints_resumes_exactly_and_loads(audio_dir: Path, tm
     assert straight.step == 4 and np.isfinite(straight.val_mel_l1)
     ckpt = straight.checkpoint
     assert {p.name for p in ckpt.iterdir()} == {"generator.safetensors", "discriminators.safetensors",
-                                                "optimizer.safetensors", "state.json"}
+                                                "optimizer.safetensors", "state.json", "manifest.json"}
     assert (tmp_path / "a" / "checkpoints" / "latest").read_text().strip() == ckpt.name
-    assert len((tmp_path / "a" / "log.jsonl").read_text().splitlines()) == 4
+    assert [row["step"] for row in read_log(tmp_path / "a")] == [1, 2, 3, 4]
     train_vocoder(tiny_cfg(audio_dir, tmp_path / "b", steps=2), progress=False)
     resumed = train_vocoder(tiny_cfg(audio_dir, tmp_path / "b", steps=4), resume=True, progress=False)
     assert resumed.step == 4

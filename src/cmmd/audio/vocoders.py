@@ -43,6 +43,7 @@ from cmmd.audio.griffinlim import GriffinLimVocoder
 from cmmd.audio.hifigan import HifiGanConfig, HifiGanGenerator, load_universal_generator
 from cmmd.audio.mel import HIFIGAN_MEL, MelConfig, cmmd_mel, mel_config_from
 from cmmd.audio.melgan import MelGanConfig, MelGanGenerator
+from cmmd.checkpoint import latest_checkpoint
 from cmmd.data.conventions import SAMPLE_RATE
 from cmmd.errors import CmmdError
 
@@ -248,10 +249,10 @@ def resolve_generator_file(path: str | Path) -> Path:
     if path.is_file():
         return path
     if (path / "checkpoints").is_dir():
-        pointer = path / "checkpoints" / "latest"
-        if not pointer.is_file():
+        latest = latest_checkpoint(path)
+        if latest is None:
             raise CmmdError(f"{path}: vocoder run has no complete checkpoint yet")
-        path = path / "checkpoints" / pointer.read_text().strip()
+        path = latest
     file = path / GENERATOR_FILE
     if not file.is_file():
         raise CmmdError(f"{path}: no {GENERATOR_FILE}; pass a `cmmd vocoder train` run or checkpoint directory")

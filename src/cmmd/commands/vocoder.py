@@ -46,7 +46,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         description="Train a MelGAN vocoder with HiFi-GAN's discriminators and losses on random "
                                     "segments of every audio/video file under AUDIO_DIR (or a `cmmd prepare` output).")
     tr.add_argument("audio_dir", metavar="AUDIO_DIR", help="folder of wav/flac/mp3/mp4/... files, searched recursively")
-    tr.add_argument("--out", required=True, help="run directory (checkpoints/, audio_cache/, log.jsonl)")
+    tr.add_argument("--out", required=True, help="run directory (checkpoints/, audio_cache/, log.csv)")
     add_config_arguments(tr, SHORTCUTS, VocoderTrainConfig(audio_dir="", out_dir=""))
     tr.add_argument("--init", choices=("none", "hifigan-universal"), default=None,
                     help="start from the HiFi-GAN V1 universal generator (= init=hifigan-universal "

@@ -20,13 +20,16 @@ silent, shorter than one clip) are reported and skipped, never fatal. SRC is onl
 from __future__ import annotations
 
 import csv
+import errno
 import json
 import multiprocessing
 import os
 import re
+import shutil
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from hashlib import sha1
 from pathlib import Path
@@ -299,9 +302,13 @@ def write_item(item_dir: Path, frames: np.ndarray, audio: np.ndarray, meta: dict
     """Write one item: frames ``uint8 (N, H, W, 3)`` -> ``video.npy``, audio ``float32 (S,)``
     in [-1, 1] -> int16 ``audio.npy``, then ``meta.json`` (which marks it complete)."""
     item_dir.mkdir(parents=True, exist_ok=True)
-    _write_npy(item_dir / "video.npy", np.ascontiguousarray(frames, dtype=np.uint8))
-    _write_npy(item_dir / "audio.npy", np.round(np.clip(audio, -1.0, 1.0) * AUDIO_SCALE).astype(np.int16))
-    _write_text(item_dir / "meta.json", json.dumps(meta, indent=1) + "\n")
+    try:
+        _write_npy(item_dir / "video.npy", np.ascontiguousarray(frames, dtype=np.uint8))
+        _write_npy(item_dir / "audio.npy", np.round(np.clip(audio, -1.0, 1.0) * AUDIO_SCALE).astype(np.int16))
+        _write_text(item_dir / "meta.json", json.dumps(meta, indent=1) + "\n")
+    except (OSError, CmmdError):
+        shutil.rmtree(item_dir, ignore_errors=True)  # no half item for a rerun or a reader to find
+        raise
 
 
 def load_item_metas(out: Path) -> dict[str, dict[str, Any]]:
@@ -353,14 +360,27 @@ def write_mel_stats(out: Path, metas: dict[str, dict[str, Any]]) -> None:
 
 def _write_npy(path: Path, array: np.ndarray) -> None:
     """``np.save`` to a temporary name, then rename into place."""
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as fh:
+    with _replacing(path) as tmp, open(tmp, "wb") as fh:
         np.save(fh, array)
-    os.replace(tmp, path)
 
 
 def _write_text(path: Path, text: str) -> None:
     """Write text to a temporary name, then rename into place."""
+    with _replacing(path) as tmp:
+        tmp.write_text(text)
+
+
+@contextmanager
+def _replacing(path: Path) -> Iterator[Path]:
+    """A temporary name beside ``path``, renamed onto it when the block succeeds and removed when
+    writing fails; a full disk is a CmmdError naming the file."""
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        if exc.errno == errno.ENOSPC:
+            raise CmmdError(f"no space left on device while writing {path}; free space and rerun `cmmd prepare` "
+                            "with the same arguments to resume") from None
+        raise

@@ -7,8 +7,6 @@ its checkpoint follows the uninterrupted run exactly; no RNG state needs saving.
 
 from __future__ import annotations
 
-import math
-import signal
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -18,7 +16,6 @@ from typing import Any
 import numpy as np
 import torch
 from torch.nn.parallel import DistributedDataParallel
-from tqdm import tqdm
 
 from cmmd.audio.mel import MelStats
 from cmmd.config import save_config, to_dict
@@ -29,10 +26,10 @@ from cmmd.diffusion.schedules import Schedule, make_schedule
 from cmmd.errors import CmmdError
 from cmmd.models.presets import build_model
 from cmmd.train import distributed as D
-from cmmd.checkpoint import latest_checkpoint, load_training_state, save_checkpoint
+from cmmd.checkpoint import load_training_state, save_checkpoint
 from cmmd.train.config import TrainConfig
-from cmmd.train.ema import make_ema, update_ema
-from cmmd.train.scalar_log import ScalarLog
+from cmmd.train.core import Ema, LoopSettings, TrainingLoop, check_finite, ignore_stop_signals, open_run
+from cmmd.train.ema import make_ema
 from cmmd.train.lr_schedule import lr_at
 from cmmd.video.codecs import PixelCodec
 from cmmd.video.latents import read_codec_record
@@ -98,36 +95,6 @@ class StepIndexedClips(torch.utils.data.Dataset):
             perm = np.random.default_rng([self.seed, epoch]).permutation(self.n)
             self._perms = {epoch: perm}
         return self.clips.get(int(perm[pos]), epoch)
-
-
-@dataclass
-class _StopFlag:
-    requested: bool = False
-    signum: int = 0
-
-
-def _install_signal_handlers(flag: _StopFlag) -> dict[int, Any]:
-    def handler(signum: int, _frame: Any) -> None:
-        flag.requested, flag.signum = True, signum
-
-    previous = {}
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        try:
-            previous[sig] = signal.signal(sig, handler)
-        except ValueError:  # not the main thread (e.g. inside a test runner thread)
-            pass
-    return previous
-
-
-def _ignore_stop_signals(_worker_id: int) -> None:
-    """DataLoader worker init: leave SIGINT/SIGTERM to the main process.
-
-    A terminal's Ctrl-C and a cluster scheduler's SIGTERM reach every process of the job; a
-    worker dying of it would abort the main process mid-step instead of letting it finish the
-    step and save a checkpoint. The main process shuts its workers down itself.
-    """
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
 def audio_input(batch: dict[str, torch.Tensor], cfg: TrainConfig, mel_stats: MelStats,
@@ -242,14 +209,7 @@ def _train(cfg: TrainConfig, resume: bool, progress: bool, info: D.DistInfo,
            preview: PreviewWriter | None) -> TrainResult:
     clips, mel_stats, codec_record = check_config(cfg, info.world_size)
     run_dir = Path(cfg.out_dir)
-    existing = latest_checkpoint(run_dir)
-    if existing is not None and not resume:
-        raise CmmdError(
-            f"out_dir: {run_dir} already holds a run (checkpoint {existing.name}); pass --resume "
-            "to continue it or choose another out_dir (nothing is overwritten)"
-        )
-    if resume and existing is None and info.is_main:
-        print(f"cmmd train: --resume given but {run_dir} has no checkpoint yet; starting fresh")
+    existing = open_run(run_dir, resume, "out_dir", "cmmd train")
 
     torch.manual_seed(cfg.seed)  # identical initialisation on every rank
     model = build_model(cfg.model.preset, cfg.model.overrides).to(info.device)
@@ -259,7 +219,7 @@ def _train(cfg: TrainConfig, resume: bool, progress: bool, info: D.DistInfo,
     )
     start_step = 0
     fitted: int | None = None  # TrainConfig.fit_steps_to_budget
-    if resume and existing is not None:
+    if existing is not None:
         ck = load_training_state(existing, model, ema, opt)
         start_step = ck.step
         fitted = ck.extra.get("fitted_steps") if cfg.fit_steps_to_budget else None
@@ -267,11 +227,6 @@ def _train(cfg: TrainConfig, resume: bool, progress: bool, info: D.DistInfo,
             print(f"cmmd train: resumed from {existing} at step {start_step}"
                   + (f" (steps fitted to its budget: {fitted}; fit_steps_to_budget=false sets steps yourself)"
                      if fitted else ""))
-    total = fitted or cfg.steps
-    if start_step >= total:
-        if info.is_main:
-            print(f"cmmd train: run already at step {start_step} >= steps={total}; nothing to do")
-        return TrainResult(model, ema, start_step)
     fit_pending = fitted is None and cfg.fit_steps_to_budget and cfg.max_minutes > 0
 
     config_dict = to_dict(cfg)
@@ -289,7 +244,7 @@ def _train(cfg: TrainConfig, resume: bool, progress: bool, info: D.DistInfo,
         StepIndexedClips(clips, cfg.seed),
         batch_sampler=StepBatches(cfg.steps, start_step, micro, cfg.grad_accum, info.rank, info.world_size),
         num_workers=cfg.data.num_workers,
-        worker_init_fn=_ignore_stop_signals,
+        worker_init_fn=ignore_stop_signals,
         persistent_workers=False,
         pin_memory=info.device.type == "cuda",
     )
@@ -298,91 +253,60 @@ def _train(cfg: TrainConfig, resume: bool, progress: bool, info: D.DistInfo,
         net = DistributedDataParallel(model, device_ids=[info.device.index] if info.device.type == "cuda" else None)
     schedule = make_schedule(cfg.diffusion.schedule, cfg.diffusion.num_steps)
     scaler = torch.amp.GradScaler(enabled=cfg.precision == "fp16" and info.device.type == "cuda")
-    log = ScalarLog(run_dir) if info.is_main else None
-    flag = _StopFlag()
-    previous_handlers = _install_signal_handlers(flag)
-    bar = tqdm(total=total, initial=start_step, disable=not (progress and info.is_main),
-               desc="train", dynamic_ncols=True, unit="step")
-    t0, last_log_t = time.time(), time.time()
-    t_fit = t0
+    settings = LoopSettings("cmmd train", run_dir, fitted or cfg.steps, cfg.checkpoint_every, cfg.log_every,
+                            cfg.max_minutes, progress, show=("loss", "lr"))
+    loop = TrainingLoop(settings, start_step, existing, info)
     batches = iter(loader)
-    step = start_step
-    last_saved = start_step if existing is not None else -1
-    try:
-        while step < total:
-            lr = lr_at(step, cfg.optim.lr, total, cfg.optim.warmup_steps, cfg.optim.lr_schedule,
-                       cfg.optim.min_lr_ratio)
-            for group in opt.param_groups:
-                group["lr"] = lr
-            torch.manual_seed(step_seed(cfg.seed, step, info.rank, 1))  # dropout
-            logs_sum: dict[str, float] = {}
-            for m in range(cfg.grad_accum):
-                batch = next(batches)
-                video = batch["video"].to(info.device, non_blocking=True)
-                audio = audio_input(batch, cfg, mel_stats, info.device)
-                gen = torch.Generator(device=info.device).manual_seed(step_seed(cfg.seed, step, info.rank, 2 + m))
-                negatives = None
-                if cfg.diffusion.loss.contrastive != "none":
-                    negatives = make_negatives(video, audio, cfg.negatives, gen, fps=clips.fps,
-                                               sample_rate=clips.sample_rate)
-                with _autocast(cfg, info.device):
-                    loss, logs = training_loss(net, video, audio, negatives, schedule, cfg.diffusion.loss, gen)
-                scaler.scale(loss / cfg.grad_accum).backward()
-                for k, v in logs.items():
-                    logs_sum[k] = logs_sum.get(k, 0.0) + float(v) / cfg.grad_accum
-            bad = not math.isfinite(logs_sum["loss"])
-            if D.all_ranks_flag(info, bad):
-                where = f"last good checkpoint: {latest_checkpoint(run_dir)}" if last_saved >= 0 else "no checkpoint was written yet"
-                raise CmmdError(
-                    f"loss became non-finite at step {step} (loss={logs_sum.get('loss')}); stopped "
-                    f"without saving; {where}. Lower optim.lr or raise optim.warmup_steps."
-                )
-            scaler.unscale_(opt)
-            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.grad_clip)
-            scaler.step(opt)
-            scaler.update()
-            opt.zero_grad(set_to_none=True)
-            update_ema(ema, model, cfg.ema_decay, step)
-            step += 1
-            bar.update(1)
-            bar.set_postfix(loss=f"{logs_sum.get('loss', 0.0):.4f}", lr=f"{lr:.2e}")
-            if fit_pending and step == start_step + FIT_FROM:
-                t_fit = time.time()
-            elif fit_pending and step == start_step + FIT_FROM + FIT_STEPS:
-                now = time.time()
-                total = D.broadcast_int(info, fitted_steps(step, (now - t_fit) / FIT_STEPS,
-                                                           cfg.max_minutes * 60 - (now - t0), cfg.steps))
-                extra["fitted_steps"] = total
-                fit_pending = False
-                bar.total = total
-                bar.refresh()
-                if info.is_main:
-                    bar.write(f"cmmd train: {FIT_STEPS / (now - t_fit):.2f} steps/s; steps fitted to the "
-                              f"{cfg.max_minutes:g}-minute budget: {total} (of at most {cfg.steps})")
-            if log is not None and (step % cfg.log_every == 0 or step == total):
-                now = time.time()
-                log.write(step, {**logs_sum, "lr": lr, "grad_norm": float(grad_norm),
-                                 "seconds": now - t0, "steps_per_s": cfg.log_every / max(1e-9, now - last_log_t)})
-                last_log_t = now
-            out_of_time = cfg.max_minutes > 0 and (time.time() - t0) / 60 >= cfg.max_minutes
-            stop = D.all_ranks_flag(info, flag.requested or out_of_time)
-            periodic = cfg.checkpoint_every > 0 and step % cfg.checkpoint_every == 0
-            if periodic or stop or step == total:
-                if info.is_main:
-                    save_checkpoint(run_dir, step, model, ema, opt, config_dict, extra, cfg.keep_checkpoints)
-                last_saved = step
-                D.barrier(info)
-            if info.is_main and preview is not None and cfg.preview.every > 0 and step % cfg.preview.every == 0:
-                preview(ema, schedule, cfg, clips, mel_stats, run_dir / "previews" / f"step_{step:08d}.png")
-            if stop:
-                if info.is_main:
-                    why = f"signal {flag.signum}" if flag.requested else f"max_minutes={cfg.max_minutes}"
-                    bar.write(f"cmmd train: stopped at step {step} ({why}); checkpoint saved, resume with --resume")
-                break
-    finally:
-        bar.close()
-        if log is not None:
-            log.close()
-        for sig, handler in previous_handlers.items():
-            signal.signal(sig, handler)
-    return TrainResult(model, ema, step)
+
+    def step_fn(step: int) -> dict[str, float]:
+        lr = lr_at(step, cfg.optim.lr, loop.total, cfg.optim.warmup_steps, cfg.optim.lr_schedule,
+                   cfg.optim.min_lr_ratio)
+        for group in opt.param_groups:
+            group["lr"] = lr
+        torch.manual_seed(step_seed(cfg.seed, step, info.rank, 1))  # dropout
+        logs_sum: dict[str, float] = {}
+        for m in range(cfg.grad_accum):
+            batch = next(batches)
+            video = batch["video"].to(info.device, non_blocking=True)
+            audio = audio_input(batch, cfg, mel_stats, info.device)
+            gen = torch.Generator(device=info.device).manual_seed(step_seed(cfg.seed, step, info.rank, 2 + m))
+            negatives = None
+            if cfg.diffusion.loss.contrastive != "none":
+                negatives = make_negatives(video, audio, cfg.negatives, gen, fps=clips.fps,
+                                           sample_rate=clips.sample_rate)
+            with _autocast(cfg, info.device):
+                loss, logs = training_loss(net, video, audio, negatives, schedule, cfg.diffusion.loss, gen)
+            scaler.scale(loss / cfg.grad_accum).backward()
+            for k, v in logs.items():
+                logs_sum[k] = logs_sum.get(k, 0.0) + float(v) / cfg.grad_accum
+        check_finite({"loss": logs_sum["loss"]}, step, run_dir, "Lower optim.lr or raise optim.warmup_steps.", info)
+        scaler.unscale_(opt)
+        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.grad_clip)
+        scaler.step(opt)
+        scaler.update()
+        opt.zero_grad(set_to_none=True)
+        return {**logs_sum, "lr": lr, "grad_norm": float(grad_norm)}
+
+    t_fit = loop.t0
+
+    def after_step(step: int) -> None:
+        nonlocal t_fit, fit_pending
+        if fit_pending and step == start_step + FIT_FROM:
+            t_fit = time.time()
+        elif fit_pending and step == start_step + FIT_FROM + FIT_STEPS:
+            now = time.time()
+            total = D.broadcast_int(info, fitted_steps(step, (now - t_fit) / FIT_STEPS,
+                                                       cfg.max_minutes * 60 - (now - loop.t0), cfg.steps))
+            extra["fitted_steps"] = total
+            fit_pending = False
+            loop.set_total(total)
+            loop.say(f"cmmd train: {FIT_STEPS / (now - t_fit):.2f} steps/s; steps fitted to the "
+                     f"{cfg.max_minutes:g}-minute budget: {total} (of at most {cfg.steps})")
+        if info.is_main and preview is not None and cfg.preview.every > 0 and step % cfg.preview.every == 0:
+            preview(ema, schedule, cfg, clips, mel_stats, run_dir / "previews" / f"step_{step:08d}.png")
+
+    def save_fn(step: int) -> Path:
+        return save_checkpoint(run_dir, step, model, ema, opt, config_dict, extra, cfg.keep_checkpoints)
+
+    end = loop.run(step_fn, save_fn, Ema(ema, model, cfg.ema_decay), after_step)
+    return TrainResult(model, ema, end.step)

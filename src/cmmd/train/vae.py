@@ -18,13 +18,9 @@ alone is a loadable codec (``cmmd-vae:RUN``).
 from __future__ import annotations
 
 import math
-import signal
 import sys
-import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from types import FrameType
-from typing import Any
 
 import numpy as np
 import torch
@@ -32,9 +28,11 @@ import torch.nn.functional as F
 from torch import Tensor
 from tqdm import tqdm
 
+from cmmd.checkpoint import load_training_state, read_info, save_checkpoint
+from cmmd.device import resolve_device
 from cmmd.errors import CmmdError
-from cmmd.checkpoint import latest_checkpoint, load_training_state, read_info, save_checkpoint
-from cmmd.train.ema import make_ema, update_ema
+from cmmd.train.core import Ema, LoopSettings, TrainingLoop, check_finite, open_run
+from cmmd.train.ema import make_ema
 from cmmd.video.codecs import VideoCodec, frames_to_unit, round_trip_quality
 from cmmd.video.vae import CmmdVaeCodec, KlVae, VaeConfig, kl_divergence
 
@@ -75,16 +73,6 @@ class VaeTrainResult:
     ssim: float
     step: int
     checkpoint: Path
-
-
-def resolve_device(name: str) -> torch.device:
-    """``auto`` -> CUDA when available, else CPU; anything else as given (CmmdError if unavailable)."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise CmmdError(f"device {name!r} requested but CUDA is not available; use --device cpu")
-    return device
 
 
 class FramePool:
@@ -193,14 +181,24 @@ def _evaluate(ema: KlVae, pool: FramePool, cfg: VaeTrainConfig,
     return codec, round_trip_quality(codec, pool.held_out_frames(cfg.eval_frames))
 
 
-class _StopFlag:
-    """Set by SIGINT/SIGTERM: the loop checkpoints and returns instead of dying mid-write."""
+class _VaeCheckpoints:
+    """Writes a checkpoint with the EMA codec's held-out quality; keeps the last one written."""
 
-    def __init__(self) -> None:
-        self.requested = False
+    def __init__(self, run_dir: Path, model: KlVae, ema: KlVae, opt: torch.optim.Optimizer, pool: FramePool,
+                 cfg: VaeTrainConfig, device: torch.device) -> None:
+        self.run_dir, self.model, self.ema, self.opt, self.pool = run_dir, model, ema, opt, pool
+        self.cfg, self.device, self.config = cfg, device, asdict(cfg)
+        self.last: tuple[int, CmmdVaeCodec, dict[str, float]] | None = None
 
-    def __call__(self, signum: int, frame: FrameType | None) -> None:
-        self.requested = True
+    def __call__(self, step: int) -> Path:
+        codec, quality = _evaluate(self.ema, self.pool, self.cfg, self.device)
+        extra = {"codec": codec.describe(), "vae": asdict(self.cfg.vae), "scaling_factor": codec.scaling_factor,
+                 "psnr": quality["psnr"], "ssim": quality["ssim"], "frame_size": [self.pool.height, self.pool.width]}
+        path = save_checkpoint(self.run_dir, step, self.model, self.ema, self.opt, self.config, extra)
+        tqdm.write(f"cmmd vae train: step {step}: held-out PSNR {quality['psnr']:.2f} dB, SSIM {quality['ssim']:.3f}, "
+                   f"scaling factor {codec.scaling_factor:.4f} -> {path}")
+        self.last = step, codec, quality
+        return path
 
 
 def train_vae(cfg: VaeTrainConfig, resume: bool = False, progress: bool = True) -> VaeTrainResult:
@@ -209,74 +207,42 @@ def train_vae(cfg: VaeTrainConfig, resume: bool = False, progress: bool = True) 
     device = resolve_device(cfg.device)
     pool = FramePool(cfg.data, cfg.vae.downsampling)
     run_dir = Path(cfg.out_dir)
-    existing = latest_checkpoint(run_dir)
-    if existing is not None and not resume:
-        raise CmmdError(f"{run_dir} already holds a run (checkpoint {existing.name}); pass --resume to continue "
-                        "it or choose another --out")
+    existing = open_run(run_dir, resume, "--out", "cmmd vae train")
     torch.manual_seed(cfg.seed)
     model = KlVae(cfg.vae).to(device)
     ema = make_ema(model)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=(0.5, 0.9))
-    step = saved_step = 0
+    step = 0
     if existing is not None:
         recorded = read_info(existing).config.get("vae")
         if recorded != asdict(cfg.vae):
             raise CmmdError(f"{existing}: the run was started with VAE {recorded}, not {asdict(cfg.vae)}; "
                             "resume with the same architecture flags")
-        step = saved_step = load_training_state(existing, model, ema, opt).step
-    config = asdict(cfg)
-    flag = _StopFlag()
-    previous = {s: signal.signal(s, flag) for s in (signal.SIGINT, signal.SIGTERM)}
-    last: tuple[Path, CmmdVaeCodec, dict[str, float]] | None = None
-    bar = tqdm(total=cfg.steps, initial=step, desc="vae train", unit="step", file=sys.stderr, disable=not progress)
-    t0 = time.perf_counter()
-    try:
-        while step < cfg.steps and not flag.requested:
-            x = frames_to_unit(pool.batch(cfg.seed, step, cfg.batch_size))[0].to(device)
-            gen = torch.Generator(device=device).manual_seed(cfg.seed * 1_000_003 + step)
-            model.train()
-            loss, logs = vae_loss(model, x, cfg, gen)
-            if not math.isfinite(logs["loss"]):
-                raise CmmdError(f"VAE loss became non-finite at step {step}; last checkpoint: "
-                                f"{latest_checkpoint(run_dir)}. Lower --lr.")
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            update_ema(ema, model, cfg.ema_decay, step)
-            step += 1
-            bar.update(1)
-            bar.set_postfix(l1=f"{logs['l1']:.4f}", kl=f"{logs['kl']:.1f}")
-            if step % cfg.checkpoint_every == 0 or step == cfg.steps:
-                last = _checkpoint(run_dir, step, model, ema, opt, pool, cfg, config, device, bar)
-                saved_step = step
-        if step > saved_step:  # stopped by a signal between checkpoints
-            last = _checkpoint(run_dir, step, model, ema, opt, pool, cfg, config, device, bar)
-    finally:
-        bar.close()
-        for s, handler in previous.items():
-            signal.signal(s, handler)
-    if last is None:  # stopped before any new step, or resumed an already finished run
-        checkpoint = latest_checkpoint(run_dir)
-        if checkpoint is None:
-            raise CmmdError(f"{run_dir}: stopped before the first step; no checkpoint was written")
+        step = load_training_state(existing, model, ema, opt).step
+
+    def step_fn(step: int) -> dict[str, float]:
+        x = frames_to_unit(pool.batch(cfg.seed, step, cfg.batch_size))[0].to(device)
+        gen = torch.Generator(device=device).manual_seed(cfg.seed * 1_000_003 + step)
+        model.train()
+        loss, logs = vae_loss(model, x, cfg, gen)
+        check_finite(logs, step, run_dir, "Lower --lr.")
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        return logs
+
+    saver = _VaeCheckpoints(run_dir, model, ema, opt, pool, cfg, device)
+    settings = LoopSettings("cmmd vae train", run_dir, cfg.steps, cfg.checkpoint_every, progress=progress,
+                            show=("l1", "kl"))
+    end = TrainingLoop(settings, step, existing).run(step_fn, saver, Ema(ema, model, cfg.ema_decay))
+    assert end.checkpoint is not None  # a fresh run takes at least one step, which is saved
+    if saver.last is not None and saver.last[0] == end.step:
+        codec, quality = saver.last[1:]
+    else:  # resumed an already finished run
         codec, quality = _evaluate(ema, pool, cfg, device)
-        last = checkpoint, codec, quality
-    path, codec, quality = last
     if progress:
-        print(f"cmmd vae train: {step} steps in {time.perf_counter() - t0:.0f} s", file=sys.stderr)
-    return VaeTrainResult(codec, quality["psnr"], quality["ssim"], step, path)
-
-
-def _checkpoint(run_dir: Path, step: int, model: KlVae, ema: KlVae, opt: torch.optim.Optimizer, pool: FramePool,
-                cfg: VaeTrainConfig, config: dict[str, Any], device: torch.device,
-                bar: tqdm) -> tuple[Path, CmmdVaeCodec, dict[str, float]]:
-    codec, quality = _evaluate(ema, pool, cfg, device)
-    extra = {"codec": codec.describe(), "vae": asdict(cfg.vae), "scaling_factor": codec.scaling_factor,
-             "psnr": quality["psnr"], "ssim": quality["ssim"], "frame_size": [pool.height, pool.width]}
-    path = save_checkpoint(run_dir, step, model, ema, opt, config, extra)
-    bar.write(f"cmmd vae train: step {step}: held-out PSNR {quality['psnr']:.2f} dB, SSIM {quality['ssim']:.3f}, "
-              f"scaling factor {codec.scaling_factor:.4f} -> {path}")
-    return path, codec, quality
+        print(f"cmmd vae train: {end.step} steps in {end.seconds:.0f} s", file=sys.stderr)
+    return VaeTrainResult(codec, quality["psnr"], quality["ssim"], end.step, end.checkpoint)
 
 
 def evaluate_codec(codec: VideoCodec, data: str | Path, frames: int = 256) -> dict[str, float]:

@@ -22,7 +22,8 @@ validation mel L1 on up to four of their segments is reported at each checkpoint
 Checkpoints ``RUN/checkpoints/step_XXXXXXXX/`` (written under a temporary name, renamed):
 ``generator.safetensors`` (the loadable vocoder: ``cmmd-gan:RUN``; its metadata carries the
 run config, the generator architecture and the mel config), ``discriminators.safetensors``,
-``optimizer.safetensors`` and ``state.json``; ``RUN/checkpoints/latest`` names the newest.
+``optimizer.safetensors``, ``state.json`` and ``manifest.json``; ``RUN/checkpoints/latest``
+names the newest. Losses go to ``RUN/log.csv`` (:mod:`cmmd.train.core`).
 """
 
 from __future__ import annotations
@@ -30,19 +31,13 @@ from __future__ import annotations
 import json
 import math
 import os
-import shutil
-import signal
 import sys
-import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from types import FrameType
 from typing import Any, Literal
 
 import numpy as np
 import torch
-from safetensors import safe_open
-from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 from tqdm import tqdm
 
@@ -59,11 +54,22 @@ from cmmd.audio.discriminators import (
 from cmmd.audio.hifigan import HifiGanGenerator, load_universal_generator
 from cmmd.audio.melgan import MelGanConfig, MelGanGenerator
 from cmmd.audio.mel import MEL_CONFIGS, MelConfig
-from cmmd.audio.vocoders import GENERATOR_FILE, NeuralVocoder, generator_spec, resolve_generator_file
+from cmmd.audio.vocoders import GENERATOR_FILE, NeuralVocoder, generator_spec
 from cmmd.data.media import MediaError, read_media
 from cmmd.data.prepare import AUDIO_SCALE, VIDEO_SUFFIXES, item_key
+from cmmd.checkpoint import (
+    STATE,
+    checkpoint_info,
+    cmmd_metadata,
+    optimizer_state,
+    optimizer_tensors,
+    read_tensors,
+    state_dict_cpu,
+    write_checkpoint,
+)
+from cmmd.device import resolve_device
 from cmmd.errors import CmmdError
-from cmmd.checkpoint import STEP_PREFIX, code_version, latest_checkpoint
+from cmmd.train.core import LoopSettings, TrainingLoop, check_finite, open_run
 
 AUDIO_SUFFIXES = frozenset({".wav", ".flac", ".mp3", ".ogg", ".oga", ".opus", ".m4a", ".aac", ".wma", ".aif",
                             ".aiff", ".au"}) | VIDEO_SUFFIXES
@@ -137,15 +143,6 @@ class VocoderTrainResult:
     val_mel_l1: float
 
 
-def _device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise CmmdError(f"device {name!r} requested but CUDA is not available; use --device cpu")
-    return device
-
-
 class AudioPool:
     """Mono int16 waveforms of a folder (decoded once into ``cache``) or of a ``cmmd prepare`` output.
 
@@ -159,7 +156,7 @@ class AudioPool:
             raise CmmdError(f"audio directory {root} does not exist")
         self.sample_rate = sample_rate
         self.failures: list[tuple[str, str]] = []
-        prepared = sorted(root.glob("items/*/audio.npy"))
+        prepared = sorted(meta.parent / "audio.npy" for meta in root.glob("items/*/meta.json"))  # complete items
         waves = self._prepared(root, prepared) if prepared else self._decoded(root, cache, progress)
         if not waves:
             raise CmmdError(f"no usable audio under {root} ({len(self.failures)} file(s) failed"
@@ -172,7 +169,7 @@ class AudioPool:
     def _prepared(self, root: Path, files: list[Path]) -> list[np.ndarray]:
         waves = []
         for file in files:
-            meta = json.loads((file.parent / "meta.json").read_text()) if (file.parent / "meta.json").is_file() else {}
+            meta = json.loads((file.parent / "meta.json").read_text())
             if meta.get("sample_rate", self.sample_rate) != self.sample_rate:
                 raise CmmdError(f"{root} was prepared at {meta['sample_rate']} Hz but the vocoder's mel needs "
                                 f"{self.sample_rate} Hz; prepare it again with --sample-rate {self.sample_rate}")
@@ -307,103 +304,44 @@ def validation_mel_l1(generator: nn.Module, segments: Tensor, mel: MelConfig) ->
     return out
 
 
-def _optimizer_tensors(opt: torch.optim.Optimizer, prefix: str) -> tuple[dict[str, Tensor], dict[str, Any]]:
-    """An optimizer state dict split into tensors ``{prefix}.{param}.{name}`` and a JSON-able rest."""
-    state = opt.state_dict()
-    tensors: dict[str, Tensor] = {}
-    scalars: dict[str, dict[str, Any]] = {}
-    for idx, pstate in state["state"].items():
-        for name, value in pstate.items():
-            if torch.is_tensor(value):
-                tensors[f"{prefix}.{idx}.{name}"] = value.detach().contiguous().cpu()
-            else:
-                scalars.setdefault(str(idx), {})[name] = value
-    return tensors, {"param_groups": state["param_groups"], "scalars": scalars}
-
-
-def _optimizer_state(tensors: dict[str, Tensor], rest: dict[str, Any], prefix: str) -> dict[str, Any]:
-    """Inverse of :func:`_optimizer_tensors`."""
-    state: dict[int, dict[str, Any]] = {}
-    for key, value in tensors.items():
-        head, idx, name = key.split(".", 2)
-        if head == prefix:
-            state.setdefault(int(idx), {})[name] = value
-    for idx, values in rest["scalars"].items():
-        state.setdefault(int(idx), {}).update(values)
-    return {"state": state, "param_groups": rest["param_groups"]}
-
-
-def _cpu(module: nn.Module) -> dict[str, Tensor]:
-    return {k: v.detach().contiguous().cpu() for k, v in module.state_dict().items()}
-
-
 def save_vocoder_checkpoint(run_dir: Path, step: int, gan: GanVocoder, opt_g: torch.optim.Optimizer,
                             opt_d: torch.optim.Optimizer, cfg: VocoderTrainConfig, extra: dict[str, Any]) -> Path:
-    """Write ``run_dir/checkpoints/step_<step>`` atomically, point ``latest`` at it, keep ``cfg.keep``."""
-    root = run_dir / "checkpoints"
-    root.mkdir(parents=True, exist_ok=True)
-    final = root / f"{STEP_PREFIX}{step:08d}"
-    tmp = root / f".tmp_{STEP_PREFIX}{step:08d}_{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
-    info = {"config": asdict(cfg), "step": step, "version": code_version(),
-            "extra": {"generator": generator_spec(gan.generator), "mel": cfg.mel_config.describe(), **extra}}
-    meta = {"format": "cmmd", "kind": "vocoder", "cmmd": json.dumps(info)}
-    save_file(_cpu(gan.generator), str(tmp / GENERATOR_FILE), metadata=meta)
-    discriminators = {f"{name}.{k}": v for name in ("mpd", "msd") for k, v in _cpu(getattr(gan, name)).items()}
-    save_file(discriminators, str(tmp / "discriminators.safetensors"), metadata={**meta, "kind": "discriminators"})
-    g_tensors, g_rest = _optimizer_tensors(opt_g, "g")
-    d_tensors, d_rest = _optimizer_tensors(opt_d, "d")
-    save_file({**g_tensors, **d_tensors}, str(tmp / "optimizer.safetensors"),
-              metadata={**meta, "kind": "optimizer", "g": json.dumps(g_rest), "d": json.dumps(d_rest)})
-    (tmp / "state.json").write_text(json.dumps(info, indent=2))
-    if final.exists():
-        shutil.rmtree(final)
-    os.replace(tmp, final)
-    pointer = root / f".latest.{os.getpid()}"
-    pointer.write_text(final.name + "\n")
-    os.replace(pointer, root / "latest")
-    steps = sorted(p for p in root.iterdir() if p.is_dir() and p.name.startswith(STEP_PREFIX))
-    for old in steps[: -cfg.keep]:
-        shutil.rmtree(old)
-    return final
+    """Write ``run_dir/checkpoints/step_<step>`` (:func:`cmmd.checkpoint.write_checkpoint`), keep ``cfg.keep``."""
+    info = checkpoint_info(asdict(cfg), step,
+                           {"generator": generator_spec(gan.generator), "mel": cfg.mel_config.describe(), **extra})
+    meta = cmmd_metadata(info, "vocoder")
+    discriminators = {f"{name}.{k}": v for name in ("mpd", "msd") for k, v in state_dict_cpu(getattr(gan, name)).items()}
+    g_tensors, g_rest = optimizer_tensors(opt_g, "g")
+    d_tensors, d_rest = optimizer_tensors(opt_d, "d")
+    return write_checkpoint(run_dir, step, info, {
+        GENERATOR_FILE: (state_dict_cpu(gan.generator), meta),
+        "discriminators.safetensors": (discriminators, {**meta, "kind": "discriminators"}),
+        "optimizer.safetensors": ({**g_tensors, **d_tensors},
+                                  {**meta, "kind": "optimizer", "g": json.dumps(g_rest), "d": json.dumps(d_rest)}),
+    }, cfg.keep)
 
 
 def load_vocoder_checkpoint(ckpt: Path, gan: GanVocoder, opt_g: torch.optim.Optimizer,
                             opt_d: torch.optim.Optimizer) -> dict[str, Any]:
-    """Restore generator, discriminators and both optimizers in place; returns the checkpoint info."""
-    info = json.loads((ckpt / "state.json").read_text())
-    gan.generator.load_state_dict(load_file(str(resolve_generator_file(ckpt))))
-    discs = load_file(str(ckpt / "discriminators.safetensors"))
+    """Restore generator, discriminators and both optimizers in place from a verified checkpoint
+    directory; returns the checkpoint info."""
+    info = json.loads((ckpt / STATE).read_text())
+    gan.generator.load_state_dict(read_tensors(ckpt / GENERATOR_FILE)[0])
+    discs = read_tensors(ckpt / "discriminators.safetensors")[0]
     gan.mpd.load_state_dict({k[4:]: v for k, v in discs.items() if k.startswith("mpd.")})
     gan.msd.load_state_dict({k[4:]: v for k, v in discs.items() if k.startswith("msd.")})
-    with safe_open(str(ckpt / "optimizer.safetensors"), framework="pt") as f:
-        tensors = {k: f.get_tensor(k) for k in f.keys()}
-        meta = f.metadata() or {}
-    opt_g.load_state_dict(_optimizer_state(tensors, json.loads(meta["g"]), "g"))
-    opt_d.load_state_dict(_optimizer_state(tensors, json.loads(meta["d"]), "d"))
+    tensors, meta = read_tensors(ckpt / "optimizer.safetensors")
+    opt_g.load_state_dict(optimizer_state(tensors, json.loads(meta["g"]), "g"))
+    opt_d.load_state_dict(optimizer_state(tensors, json.loads(meta["d"]), "d"))
     return info
-
-
-class _StopFlag:
-    """Set by SIGINT/SIGTERM: the loop checkpoints and returns instead of dying mid-write."""
-
-    def __init__(self) -> None:
-        self.requested = False
-
-    def __call__(self, signum: int, frame: FrameType | None) -> None:
-        self.requested = True
 
 
 def train_vocoder(cfg: VocoderTrainConfig, resume: bool = False, progress: bool = True) -> VocoderTrainResult:
     """Train (or resume) a vocoder run; see the module docstring. Raises CmmdError for bad input."""
     cfg.validate()
-    device = _device(cfg.device)
+    device = resolve_device(cfg.device)
     run_dir = Path(cfg.out_dir)
-    existing = latest_checkpoint(run_dir)
-    if existing is not None and not resume:
-        raise CmmdError(f"{run_dir} already holds a run (checkpoint {existing.name}); pass --resume to continue "
-                        "it or choose another --out")
+    existing = open_run(run_dir, resume, "--out", "cmmd vocoder train")
     mel = cfg.mel_config
     pool = AudioPool(cfg.audio_dir, mel.sample_rate, run_dir / "audio_cache", progress)
     if progress:
@@ -412,66 +350,42 @@ def train_vocoder(cfg: VocoderTrainConfig, resume: bool = False, progress: bool 
     torch.manual_seed(cfg.seed)
     gan = build_gan(cfg).to(device)
     opt_g, opt_d = make_optimizers(gan, cfg)
-    step = saved_step = 0
+    step = 0
     if existing is not None:
-        config = json.loads((existing / "state.json").read_text())["config"]
+        config = json.loads((existing / STATE).read_text())["config"]
         recorded = {k: config.get(k) for k in ("generator", "mel", "melgan", "disc_width", "periods")}
         wanted = {k: v for k, v in asdict(cfg).items() if k in recorded}
         if json.loads(json.dumps(wanted)) != recorded:
             raise CmmdError(f"{existing}: the run was started with {recorded}, not {wanted}; resume with the same "
                             "architecture and mel flags")
-        step = saved_step = int(load_vocoder_checkpoint(existing, gan, opt_g, opt_d)["step"])
+        step = int(load_vocoder_checkpoint(existing, gan, opt_g, opt_d)["step"])
     segments = pool.validation(cfg.segment_samples).to(device)
-    flag = _StopFlag()
-    previous = {s: signal.signal(s, flag) for s in (signal.SIGINT, signal.SIGTERM)}
-    run_dir.mkdir(parents=True, exist_ok=True)
-    last: tuple[Path, float] | None = None
-    bar = tqdm(total=cfg.steps, initial=step, desc="vocoder train", unit="step", file=sys.stderr,
-               disable=not progress)
-    t0 = time.perf_counter()
+    validated: dict[int, float] = {}
+
+    def step_fn(step: int) -> dict[str, float]:
+        logs = gan_step(gan, opt_g, opt_d, pool.batch(cfg.seed, step, cfg.batch_size, cfg.segment_samples).to(device),
+                        mel)
+        check_finite(logs, step, run_dir, "Lower --lr.")
+        return logs
+
+    def save_fn(step: int) -> Path:
+        val = validated[step] = validation_mel_l1(gan.generator, segments, mel)
+        path = save_vocoder_checkpoint(run_dir, step, gan, opt_g, opt_d, cfg, {"val_mel_l1": val})
+        tqdm.write(f"cmmd vocoder train: step {step}: validation mel L1 {val:.3f} nats -> {path}")
+        return path
+
     gan.train()
-    try:
-        with open(run_dir / "log.jsonl", "a") as log:
-            while step < cfg.steps and not flag.requested:
-                wave = pool.batch(cfg.seed, step, cfg.batch_size, cfg.segment_samples).to(device)
-                logs = gan_step(gan, opt_g, opt_d, wave, mel)
-                if not all(math.isfinite(v) for v in logs.values()):
-                    raise CmmdError(f"vocoder losses became non-finite at step {step} ({logs}); last checkpoint: "
-                                    f"{latest_checkpoint(run_dir)}. Lower --lr.")
-                step += 1
-                bar.update(1)
-                bar.set_postfix(d=f"{logs['d']:.3f}", g=f"{logs['g']:.2f}", mel=f"{logs['mel']:.3f}")
-                if step % cfg.log_every == 0:
-                    log.write(json.dumps({"step": step, **logs, "seconds": time.perf_counter() - t0}) + "\n")
-                    log.flush()
-                if step % cfg.checkpoint_every == 0 or step == cfg.steps:
-                    last = _checkpoint(run_dir, step, gan, opt_g, opt_d, cfg, segments, bar)
-                    saved_step = step
-            if step > saved_step:  # stopped by a signal between checkpoints
-                last = _checkpoint(run_dir, step, gan, opt_g, opt_d, cfg, segments, bar)
-    finally:
-        bar.close()
-        for s, handler in previous.items():
-            signal.signal(s, handler)
-    if last is None:  # stopped before any new step, or resumed an already finished run
-        checkpoint = latest_checkpoint(run_dir)
-        if checkpoint is None:
-            raise CmmdError(f"{run_dir}: stopped before the first step; no checkpoint was written")
-        last = checkpoint, validation_mel_l1(gan.generator, segments, mel)
-    path, val = last
+    settings = LoopSettings("cmmd vocoder train", run_dir, cfg.steps, cfg.checkpoint_every, cfg.log_every,
+                            progress=progress, show=("d", "g", "mel"))
+    end = TrainingLoop(settings, step, existing).run(step_fn, save_fn)
+    assert end.checkpoint is not None  # a fresh run takes at least one step, which is saved
+    val = validated.get(end.step)
+    if val is None:  # resumed an already finished run
+        val = validation_mel_l1(gan.generator, segments, mel)
     if progress:
-        print(f"cmmd vocoder train: {step} steps in {time.perf_counter() - t0:.0f} s on {pool.seconds:.0f} s of "
+        print(f"cmmd vocoder train: {end.step} steps in {end.seconds:.0f} s on {pool.seconds:.0f} s of "
               "training audio", file=sys.stderr)
-    return VocoderTrainResult(NeuralVocoder.load(path, device), step, path, val)
-
-
-def _checkpoint(run_dir: Path, step: int, gan: GanVocoder, opt_g: torch.optim.Optimizer,
-                opt_d: torch.optim.Optimizer, cfg: VocoderTrainConfig, segments: Tensor,
-                bar: tqdm) -> tuple[Path, float]:
-    val = validation_mel_l1(gan.generator, segments, cfg.mel_config)
-    path = save_vocoder_checkpoint(run_dir, step, gan, opt_g, opt_d, cfg, {"val_mel_l1": val})
-    bar.write(f"cmmd vocoder train: step {step}: validation mel L1 {val:.3f} nats -> {path}")
-    return path, val
+    return VocoderTrainResult(NeuralVocoder.load(end.checkpoint, device), end.step, end.checkpoint, val)
 
 
 __all__ = [

@@ -28,9 +28,8 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
-import torch
-
 from cmmd.config import ConfigError
+from cmmd.device import resolve_device
 from cmmd.data.conventions import FPS
 from cmmd.errors import CmmdError
 from cmmd.eval.evaluate import EvalSettings
@@ -199,12 +198,6 @@ def eval_settings(cfg: StudyConfig, metrics: tuple[str, ...], mode: Mode) -> Eva
                         sync_tolerance=ev.sync_tolerance, n_boot=ev.n_boot, set_boot=ev.set_boot, seed=ev.seed)
 
 
-def _device(train_cfg: TrainConfig) -> str:
-    if train_cfg.device != "auto":
-        return train_cfg.device
-    return "cuda" if torch.cuda.is_available() else "cpu"
-
-
 @dataclass(frozen=True)
 class Output:
     """One set of generated outputs to make and score: a system, a sampling, a folder tag."""
@@ -238,7 +231,7 @@ def build_tasks(cfg: StudyConfig, out: Path, plans: dict[str, TrainPlan], train_
             gen_key = o.key("generate", mode)
             gens.append(Task(gen_key, generate_clips, GenerateJob(
                 str(out / "runs" / o.system), mode, o.sampling, str(clips), tuple(names), clip_spec,
-                str(o.folder(out / "generated", mode)), cfg.test.batch, _device(train_cfgs[o.system]),
+                str(o.folder(out / "generated", mode)), cfg.test.batch, str(resolve_device(train_cfgs[o.system].device)),
                 cfg.systems[o.system].vocoder),
                 logs / f"{gen_key.replace(' ', '_')}.log", after))
             eval_key = o.key("evaluate", mode)
