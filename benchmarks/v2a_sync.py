@@ -7,7 +7,7 @@ sampler setting, mean event F1 @ +-100 ms for video -> audio with precision, rec
 accuracy, the shuffled-pairs chance level, and audio -> video F1. The README's validation figures
 come from
 
-    python benchmarks/v2a_sync.py checkpoints/demo-tiny.safetensors --clips 24 [--seconds 1.8]
+    python benchmarks/v2a_sync.py src/cmmd/assets/demo-tiny.safetensors --clips 24 [--seconds 1.8]
 """
 
 from __future__ import annotations

@@ -19,17 +19,17 @@ from typing import Any
 
 import numpy as np
 
+from cmmd.assets import DEMO_CONFIG
+from cmmd.data.conventions import FPS, HOP
 from cmmd.data.media import read_media, write_media
 from cmmd.data.synth import write_benchmark
 from cmmd.errors import CmmdError
 from cmmd.eval.plots import save_frame_strip, save_spectrograms
 from cmmd.eval.stats import bootstrap_ci
 from cmmd.eval.sync import clip_sync_scores, shuffled_baseline
+from cmmd.generation import trim_to_frames
 from cmmd.pipeline import Pipeline, SamplingSettings
 
-REPO = Path(__file__).resolve().parents[3]
-SHIPPED_CHECKPOINT = REPO / "checkpoints" / "demo-tiny.safetensors"
-DEMO_CONFIG = REPO / "configs" / "demo_tiny.yaml"
 TEST_SEED = 1_000_003  # held-out clips: far from the training seeds (0..n_train)
 TRAIN_SEED = 0
 
@@ -95,12 +95,13 @@ def evaluate_sync(pipe: Pipeline, clips_dir: Path, names: list[str], settings: D
 
 def _write_media(out_dir: Path, names: list[str], metas: list[dict], frames: np.ndarray, waves: np.ndarray,
                  gt_mels: np.ndarray, v2a: Any, a2v: Any, pipe: Pipeline) -> None:
-    mel_rate = pipe.sample_rate / 256
+    mel_rate = pipe.sample_rate / HOP
     for i, name in enumerate(names):
         events = [e["time"] for e in metas[i]["events"]]
-        n = min(len(waves[i]), v2a.wave.shape[1])
-        write_media(out_dir / f"{name}_v2a.mp4", frames[i], v2a.wave[i][:n], pipe.fps, pipe.sample_rate, overwrite=True)
-        write_media(out_dir / f"{name}_a2v.mp4", a2v.frames[i], waves[i], pipe.fps, pipe.sample_rate, overwrite=True)
+        v2a_wave = trim_to_frames(v2a.wave[i], len(frames[i]), pipe.fps, pipe.sample_rate)
+        a2v_wave = trim_to_frames(waves[i], len(a2v.frames[i]), pipe.fps, pipe.sample_rate)
+        write_media(out_dir / f"{name}_v2a.mp4", frames[i], v2a_wave, pipe.fps, pipe.sample_rate, overwrite=True)
+        write_media(out_dir / f"{name}_a2v.mp4", a2v.frames[i], a2v_wave, pipe.fps, pipe.sample_rate, overwrite=True)
         write_media(out_dir / f"{name}_gt.mp4", frames[i], waves[i], pipe.fps, pipe.sample_rate, overwrite=True)
         save_spectrograms([("ground truth", gt_mels[i]), ("generated from video (v->a)", v2a.mel[i])],
                           out_dir / f"{name}_spec.png", mel_rate, events)
@@ -214,7 +215,7 @@ def train_demo_model(work_dir: Path, minutes: float, n_train: int = 400, overrid
     size = 32
     synth_dir, prepared, run_dir = work_dir / "train_clips", work_dir / "prepared", work_dir / "run"
     write_benchmark(synth_dir, "impacts", n_train, seed=TRAIN_SEED, duration=3.6, size=size)
-    prepare_dataset(synth_dir, prepared, PrepareSettings(size=size, clip_seconds=cfg.data.clip_frames / 10))
+    prepare_dataset(synth_dir, prepared, PrepareSettings(size=size, clip_seconds=cfg.data.clip_frames / FPS))
     if run_dir.exists():
         aside = run_dir.with_name(f"run.{time.strftime('%Y%m%d-%H%M%S')}")
         shutil.move(str(run_dir), aside)

@@ -8,6 +8,7 @@ import numpy as np
 import torch
 
 from cmmd.audio.mel import MelStats
+from cmmd.data.conventions import HOP
 from cmmd.data.dataset import ClipDataset
 from cmmd.diffusion.schedules import Schedule
 from cmmd.eval.plots import save_spectrograms
@@ -26,4 +27,4 @@ def write_preview(ema: torch.nn.Module, schedule: Schedule, cfg: TrainConfig, cl
     gen = pipe.generate("v2a", SamplingSettings(cfg.preview.method, cfg.preview.steps, seed=0), frames=frames[None])
     ema.train(was_training)
     return save_spectrograms([("ground truth", item["mel"].numpy()), ("generated from video", gen.mel[0])],
-                             path, clips.sample_rate / 256)
+                             path, clips.sample_rate / HOP)
