@@ -130,9 +130,9 @@ def generate_files(pipe: Pipeline, mode: Literal["v2a", "a2v"], files: Sequence[
                    seconds: float | None = None, batch: int = 1, done: Collection[Path] = ()) -> Generation:
     """v2a or a2v for each file (its first ``seconds``, default all of it).
 
-    Files are taken ``batch`` at a time; inputs of one batch with the same length are sampled
-    together, with seed ``settings.seed + i`` for the batch starting at input ``i`` (one seed
-    per batch, so a result depends on neither later inputs nor skipped ones). Names are file
+    Files are taken ``batch`` at a time; the inputs of a batch with the same length are sampled
+    together, with seed ``settings.seed + i`` for ``i`` the index of the first of them in
+    ``files`` (so a result depends on neither later inputs nor skipped ones). Names are file
     stems; a stem taken by an earlier file is a failure (``duplicate_name``), and so is a file in
     ``done``, whose output exists and is not to be replaced (``exists``).
     """

@@ -17,7 +17,14 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-EPILOG = """Folders: the media files directly inside (not in subfolders), as `cmmd evaluate` reads them.
+EPILOG = """Outputs, one per input, named like it (so `cmmd evaluate OUT INPUT_FOLDER` pairs them):
+  OUT/<name>.mp4            v2a: your video stream as it is (size, frame rate, aspect; copied)
+                            with the generated sound; a2v: the generated video with your audio track
+  OUT/<name>.json           settings;  OUT/<name>_spec.png  spectrograms
+  OUT/condition/<name>.*    the input as the model saw it (its size and rates)
+  OUT/model_res/<name>.mp4  with --model-res: the output at the model's size and rates
+
+Folders: the media files directly inside (not in subfolders), as `cmmd evaluate` reads them.
 An input that cannot be used (no video stream for v2a, no audio for a2v, unreadable, too short,
 a name taken by an earlier input, an existing output without --overwrite) is skipped and listed
 with its reason, here and in OUT/failures.jsonl; the others are generated. The exit status is
