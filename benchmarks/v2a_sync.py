@@ -7,7 +7,7 @@ is :func:`cmmd.eval.sync.heldout.score_heldout`, the demo's: per checkpoint and 
 setting, mean event F1 @ +-100 ms for video -> audio with precision, recall and class accuracy,
 the shuffled-pairs chance level, and audio -> video F1. The README's validation figures come from
 
-    python benchmarks/v2a_sync.py checkpoints/demo-tiny.safetensors --clips 24 [--seconds 1.8]
+    python benchmarks/v2a_sync.py src/cmmd/assets/demo-tiny.safetensors --clips 24 [--seconds 1.8]
 """
 
 from __future__ import annotations

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# Rebuild checkpoints/demo-tiny.safetensors the way the shipped one was made: `cmmd demo --train`
-# (400 synthetic impacts clips, seed 0, 32x32, configs/demo_tiny.yaml, 9 minutes of training on
-# 2 CPU cores, the step count fitted to that budget), then its EMA weights exported. The README
-# records the step count the shipped file reached; a slower or faster machine fits fewer or more.
+# Rebuild src/cmmd/assets/demo-tiny.safetensors (package data: it ships in the wheel) the way the
+# shipped one was made: `cmmd demo --train` (400 synthetic impacts clips, seed 0, 32x32,
+# src/cmmd/assets/demo_tiny.yaml, 9 minutes of training on 2 CPU cores, the step count fitted to
+# that budget), then its EMA weights exported. The README records the step count the shipped
+# file reached; a slower or faster machine fits fewer or more.
 # Pass a different budget in minutes as $1.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -10,5 +11,5 @@ minutes=${1:-9}
 work=outputs/demo-checkpoint
 .venv/bin/cmmd demo --train --minutes "$minutes" --out "$work"
 ckpt=$(cat "$work/run/checkpoints/latest")
-cp "$work/run/checkpoints/$ckpt/ema.safetensors" checkpoints/demo-tiny.safetensors
-echo "wrote checkpoints/demo-tiny.safetensors from $work/run/checkpoints/$ckpt"
+cp "$work/run/checkpoints/$ckpt/ema.safetensors" src/cmmd/assets/demo-tiny.safetensors
+echo "wrote src/cmmd/assets/demo-tiny.safetensors from $work/run/checkpoints/$ckpt"

@@ -30,7 +30,7 @@ try:
 except ImportError as exc:
     WEB_MISSING = f"the app tests need the 'app' extra and httpx (pip install -e '.[test]'): {exc}"
 
-from cmmd.apps.demo import SHIPPED_CHECKPOINT
+from cmmd.assets import DEMO_CHECKPOINT
 from cmmd.apps.genapp.inputs import GenRequest
 from cmmd.apps.genapp.jobs import JobQueue, QueueFull
 from cmmd.pipeline import SamplingSettings
@@ -75,7 +75,7 @@ def clips(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 def pipelines() -> dict[str, Any]:
     from cmmd.apps.genapp.work import load_pipelines
 
-    return load_pipelines(SHIPPED_CHECKPOINT, [], "cpu")
+    return load_pipelines(DEMO_CHECKPOINT, [], "cpu")
 
 
 @pytest.fixture(scope="module")

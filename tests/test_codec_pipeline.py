@@ -30,13 +30,13 @@ from cmmd.checkpoint import load_weights, read_info
 from cmmd.train.config import TrainConfig
 from cmmd.train.loop import train
 from cmmd.apps.preview import write_preview
+from cmmd.assets import DEMO_CHECKPOINT
 from cmmd.video.codecs import PixelCodec, VideoCodec
 from cmmd.video.loading import load_video_codec
 from cmmd.video.latents import CODEC_FILE, encode_prepared_dataset, load_latent_clip
 from cmmd.video.vae import CmmdVaeCodec, VaeConfig
 from cmmd.train.vae import VaeTrainConfig, train_vae
 
-DEMO_CHECKPOINT = Path(__file__).resolve().parents[1] / "checkpoints" / "demo-tiny.safetensors"
 LATENT_MODEL = {"preset": "tiny", "overrides": {**conftest.MICRO_MODEL["overrides"], "video_channels": 4,
                                                 "patch_size": 1}}
 

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
+import av
 import numpy as np
 import pytest
 
@@ -56,27 +58,167 @@ def test_generate_cli_v2a_a2v_joint(micro_run: Path, clip_files: dict[str, Path]
     assert main(["generate", str(micro_run), str(clip_files["both"]), "--mode", "v2a", "--steps", "3",
                  "--out", str(out)]) == 0
     media = read_media(out / "both.mp4")
-    assert media.frames.shape == (32, 16, 16, 3) and abs(len(media.audio) - 51200) <= 256
+    # The input's own 24 px video comes back, not the model's 16 px copy; the sound is generated.
+    assert media.frames.shape == (32, 24, 24, 3) and abs(len(media.audio) - 51200) <= 1024
     settings = json.loads((out / "both.json").read_text())
     assert settings["mode"] == "v2a" and settings["steps"] == 3 and (out / "both_spec.png").is_file()
-    assert (out / "both_condition.mp4").is_file()
+    assert settings["streams"] == {"video": "input, copied", "audio": "generated"}
+    assert read_media(out / "condition" / "both.mp4", audio=False).frames.shape == (32, 16, 16, 3)
+    assert not (out / "model_res").exists()
+    assert json.loads((out / "failures.jsonl").read_text() or "null") is None
     # The same name again is refused without --overwrite: nothing is silently replaced.
     assert main(["generate", str(micro_run), str(clip_files["both"]), "--mode", "v2a", "--steps", "3",
                  "--out", str(out)]) == 2
     assert main(["generate", str(micro_run), str(clip_files["audio"]), "--mode", "a2v", "--steps", "3",
-                 "--method", "dpmpp2m", "--out", str(out)]) == 0
+                 "--method", "dpmpp2m", "--model-res", "--out", str(out)]) == 0
     assert read_media(out / "audio_only.mp4").frames.shape == (32, 16, 16, 3)
+    assert read_media(out / "model_res" / "audio_only.mp4").frames.shape == (32, 16, 16, 3)
+    assert (out / "condition" / "audio_only.mkv").is_file()
     assert main(["generate", str(micro_run), "--mode", "joint", "--num", "2", "--seconds", "1.6",
                  "--steps", "3", "--out", str(out)]) == 0
     assert read_media(out / "joint_0001.mp4").frames.shape == (16, 16, 16, 3)
+
+
+def test_generate_folder_skips_unusable_inputs_and_lists_them(micro_run: Path, clip_files: dict[str, Path],
+                                                             bad_media: dict[str, Path], tmp_path: Path,
+                                                             capsys: pytest.CaptureFixture) -> None:
+    """v2a on a folder of videos, an audio-only file and broken files: every usable input is
+    generated, every other one is named with its reason, and the run succeeds."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for name in ("both", "video", "audio"):
+        shutil.copy(clip_files[name], folder)
+    for kind in ("corrupt", "zero_byte", "no_video"):
+        shutil.copy(bad_media[kind], folder)
+    (folder / "notes.txt").write_text("not media")
+    out = tmp_path / "out"
+    assert main(["generate", str(micro_run), str(folder), "--mode", "v2a", "--steps", "2", "--seconds", "1",
+                 "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert sorted(p.name for p in out.glob("*.mp4")) == ["both.mp4", "video_only.mp4"]
+    failures = {Path(f["source"]).name: f for f in map(json.loads, (out / "failures.jsonl").read_text().splitlines())}
+    assert set(failures) == {"audio_only.mkv", "corrupt.mp4", "zero_byte.mp4", "no_video.mp4"}
+    assert failures["audio_only.mkv"]["kind"] == "no_video" and failures["zero_byte.mp4"]["kind"] == "empty"
+    assert "skipped" in printed and "audio_only.mkv: no video stream" in printed
+    assert "2 generated, 4 skipped" in printed
+    # Nothing usable at all: a non-zero exit with one line naming the listing.
+    assert main(["generate", str(micro_run), str(bad_media["no_video"]), "--mode", "v2a", "--steps", "2",
+                 "--out", str(tmp_path / "none")]) == 2
+    err = capsys.readouterr().err
+    assert "nothing generated" in err and "failures.jsonl" in err and len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--steps", "0"], "--steps must be >= 1"),
+    (["--steps", "5000"], "--steps must be at most"),
+    (["--guidance", "-1"], "--guidance must be >= 0"),
+    (["--eta-ddim", "2"], "--eta-ddim must be in [0, 1]"),
+    (["--seconds", "0"], "--seconds must be > 0"),
+    (["--seed", "-1"], "--seed must be >= 0"),
+    (["--num", "2"], "--num is for --mode joint"),
+])
+def test_generate_cli_refuses_bad_arguments_in_one_line(micro_run: Path, clip_files: dict[str, Path],
+                                                        tmp_path: Path, flags: list[str], message: str,
+                                                        capsys: pytest.CaptureFixture) -> None:
+    assert main(["generate", str(micro_run), str(clip_files["both"]), "--mode", "v2a", "--out", str(tmp_path),
+                 *flags]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("cmmd generate: error: ") and message in err and len(err.strip().splitlines()) == 1
+
+
+def test_generate_keeps_the_users_own_streams(micro_run: Path, real_video: Path, tmp_path: Path) -> None:
+    """v2a on a 1280x720 25 fps H.264 video gives that video back (copied, cut to the generated
+    second) with the generated sound; a2v keeps its 48 kHz AAC track beside the generated video."""
+    out = tmp_path / "out"
+    assert main(["generate", str(micro_run), str(real_video), "--mode", "v2a", "--steps", "2", "--seconds", "1",
+                 "--model-res", "--out", str(out)]) == 0
+    with av.open(str(real_video)) as src, av.open(str(out / "bigbuckbunny.mp4")) as dst:
+        sv, dv = src.streams.video[0], dst.streams.video[0]
+        assert (dv.codec_context.name, dv.width, dv.height, dv.average_rate) == (
+            sv.codec_context.name, sv.width, sv.height, sv.average_rate)
+        assert dst.streams.audio[0].rate == 16000 and 0.9 <= float(dv.duration * dv.time_base) <= 1.1
+    model_res = read_media(out / "model_res" / "bigbuckbunny.mp4")
+    assert model_res.frames.shape == (10, 16, 16, 3)
+    own = read_media(out / "bigbuckbunny.mp4", duration=1.0)
+    n = min(len(own.audio), len(model_res.audio)) - 512  # the generated sound, at the same time
+    assert np.corrcoef(own.audio[:n], model_res.audio[:n])[0, 1] > 0.99
+    assert main(["generate", str(micro_run), str(real_video), "--mode", "a2v", "--steps", "2", "--seconds", "1",
+                 "--out", str(out / "a2v")]) == 0
+    with av.open(str(real_video)) as src, av.open(str(out / "a2v" / "bigbuckbunny.mp4")) as dst:
+        sa, da = src.streams.audio[0], dst.streams.audio[0]
+        assert (da.codec_context.name, da.rate, da.channels) == (sa.codec_context.name, sa.rate, sa.channels)
+        assert dst.streams.video[0].width == 16
+    generated = read_media(out / "a2v" / "bigbuckbunny.mp4")
+    original = read_media(real_video, duration=generated.duration)
+    assert np.corrcoef(generated.audio, original.audio)[0, 1] > 0.99  # the same sound, at the same time
+
+
+def test_combine_streams_reencodes_what_mp4_cannot_hold(tmp_path: Path) -> None:
+    """Raw video (AVI) is re-encoded to H.264 at its own size; the other stream is copied."""
+    from fractions import Fraction
+
+    from cmmd.data.mux import combine_streams
+
+    raw = tmp_path / "raw.avi"
+    with av.open(str(raw), "w") as container:
+        stream = container.add_stream("rawvideo", rate=Fraction(30000, 1001))
+        stream.width, stream.height, stream.pix_fmt = 46, 34, "rgb24"
+        for k, image in enumerate(np.random.default_rng(0).integers(0, 256, (30, 34, 46, 3), dtype=np.uint8)):
+            frame = av.VideoFrame.from_ndarray(image, format="rgb24")
+            frame.pts = k
+            container.mux(stream.encode(frame))
+        container.mux(stream.encode(None))
+    sound = tmp_path / "sound.mp4"
+    write_media(sound, None, np.zeros(32000, np.float32), 10, 16000)
+    how = combine_streams(tmp_path / "out.mp4", raw, sound, 0.5)
+    assert how == {"video": "re-encoded", "audio": "copied"}
+    media = read_media(tmp_path / "out.mp4", fps=30000 / 1001)
+    assert media.frames.shape[1:3] == (34, 46) and 14 <= len(media.frames) <= 16
+
+
+def test_generate_output_folder_pairs_with_its_input_folder_for_evaluate(micro_run: Path, tmp_path: Path) -> None:
+    """`cmmd generate CKPT REF --mode a2v --out OUT` then `cmmd evaluate OUT REF`: the condition
+    copies, spectrograms, JSON and failure list beside the outputs do not break the pairing."""
+    from cmmd.data.synth import write_benchmark
+    from cmmd.eval.evaluate import pair_folders
+
+    ref = tmp_path / "ref"
+    write_benchmark(ref, "impacts", 2, seed=5, duration=1.2, size=16)
+    out = tmp_path / "out"
+    assert main(["generate", str(micro_run), str(ref), "--mode", "a2v", "--steps", "2", "--out", str(out)]) == 0
+    assert (out / "condition").is_dir() and list(out.glob("*_spec.png"))
+    pairing = pair_folders(out, ref)
+    assert pairing.names == tuple(sorted(p.stem for p in ref.glob("*.mp4"))) and len(pairing.names) == 2
+    assert all(pairing.generated[n] == (out / f"{n}.mp4",) for n in pairing.names)
+    assert len(pairing.sidecars) == 2
+
+
+def test_generate_files_seeds_batches_and_reports_failures(micro_run: Path, clip_files: dict[str, Path]) -> None:
+    """The helper the CLI, the study and the web app share: per-item samples in input order,
+    per-item failures, one seed per batch from its first input's index."""
+    from cmmd.generation import generate_files
+
+    pipe = Pipeline.from_checkpoint(micro_run)
+    files = [clip_files["both"], clip_files["audio"], clip_files["video"]]
+    result = generate_files(pipe, "v2a", files, SamplingSettings(steps=2, seed=7), seconds=1.0, batch=3)
+    assert [s.name for s in result.samples] == ["both", "video_only"]
+    assert [(f.source.name, f.kind) for f in result.failures] == [("audio_only.mkv", "no_video")]
+    both = result.samples[0]
+    assert both.frames.shape == (10, 16, 16, 3) and len(both.wave) <= 16000 and both.settings["seed"] == 7
+    assert [title for title, _ in both.panels] == ["the input's own sound", "generated from video"]
+    assert result.samples[1].settings["seed"] == 7  # one batch, one seed
+    one_by_one = generate_files(pipe, "v2a", files, SamplingSettings(steps=2, seed=7), seconds=1.0)
+    assert [s.settings["seed"] for s in one_by_one.samples] == [7, 9]  # the index in the input list
+    alone = generate_files(pipe, "v2a", [clip_files["both"]], SamplingSettings(steps=2, seed=7), seconds=1.0)
+    np.testing.assert_array_equal(alone.samples[0].wave, one_by_one.samples[0].wave)
 
 
 def test_generate_cli_rejects_wrong_modality(micro_run: Path, clip_files: dict[str, Path], tmp_path: Path,
                                              capsys: pytest.CaptureFixture) -> None:
     assert main(["generate", str(micro_run), str(clip_files["audio"]), "--mode", "v2a",
                  "--out", str(tmp_path)]) == 2
-    assert "audio_only.mkv" in capsys.readouterr().err
+    assert "audio_only.mkv" in capsys.readouterr().out
     assert main(["generate", str(micro_run), str(clip_files["video"]), "--mode", "a2v",
                  "--out", str(tmp_path)]) == 2
-    assert "video_only.mp4" in capsys.readouterr().err
+    assert "video_only.mp4" in capsys.readouterr().out
     assert main(["generate", str(tmp_path / "missing"), "--mode", "joint"]) == 2

@@ -1,7 +1,8 @@
 """From a trained checkpoint to media: load the model, condition, sample, decode.
 
 The glue between the training stage and everything that consumes samples (``cmmd generate``,
-the demo, training previews, the study). Video goes through the run's codec (conditioning frames
+the demo, training previews, the study); :mod:`cmmd.generation` takes it from media files to
+written outputs. Video goes through the run's codec (conditioning frames
 encoded, generated latents decoded), audio through the run's mel statistics and a vocoder
 (Griffin-Lim by default). A checkpoint records its codec and mel configuration
 (docs/CODECS.md); loading refuses a codec or vocoder that does not match them.

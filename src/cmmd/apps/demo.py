@@ -19,17 +19,16 @@ from typing import Any
 
 import numpy as np
 
+from cmmd.assets import DEMO_CONFIG
+from cmmd.data.conventions import FPS, HOP
 from cmmd.data.media import write_media
 from cmmd.data.splits import TEST, TRAIN, read_clips, write_split_clips
 from cmmd.data.synth import write_benchmark
 from cmmd.errors import CmmdError
 from cmmd.eval.plots import save_frame_strip, save_spectrograms
 from cmmd.eval.sync.heldout import score_heldout
+from cmmd.generation import trim_to_frames
 from cmmd.pipeline import Pipeline, SamplingSettings
-
-REPO = Path(__file__).resolve().parents[3]
-SHIPPED_CHECKPOINT = REPO / "checkpoints" / "demo-tiny.safetensors"
-DEMO_CONFIG = REPO / "configs" / "demo_tiny.yaml"
 
 
 @dataclass
@@ -73,12 +72,13 @@ def evaluate_sync(pipe: Pipeline, clips_dir: Path, names: list[str], settings: D
 
 def _write_media(out_dir: Path, names: list[str], metas: list[dict], frames: np.ndarray, waves: np.ndarray,
                  gt_mels: np.ndarray, v2a: Any, a2v: Any, pipe: Pipeline) -> None:
-    mel_rate = pipe.sample_rate / 256
+    mel_rate = pipe.sample_rate / HOP
     for i, name in enumerate(names):
         events = [e["time"] for e in metas[i]["events"]]
-        n = min(len(waves[i]), v2a.wave.shape[1])
-        write_media(out_dir / f"{name}_v2a.mp4", frames[i], v2a.wave[i][:n], pipe.fps, pipe.sample_rate, overwrite=True)
-        write_media(out_dir / f"{name}_a2v.mp4", a2v.frames[i], waves[i], pipe.fps, pipe.sample_rate, overwrite=True)
+        v2a_wave = trim_to_frames(v2a.wave[i], len(frames[i]), pipe.fps, pipe.sample_rate)
+        a2v_wave = trim_to_frames(waves[i], len(a2v.frames[i]), pipe.fps, pipe.sample_rate)
+        write_media(out_dir / f"{name}_v2a.mp4", frames[i], v2a_wave, pipe.fps, pipe.sample_rate, overwrite=True)
+        write_media(out_dir / f"{name}_a2v.mp4", a2v.frames[i], a2v_wave, pipe.fps, pipe.sample_rate, overwrite=True)
         write_media(out_dir / f"{name}_gt.mp4", frames[i], waves[i], pipe.fps, pipe.sample_rate, overwrite=True)
         save_spectrograms([("ground truth", gt_mels[i]), ("generated from video (v->a)", v2a.mel[i])],
                           out_dir / f"{name}_spec.png", mel_rate, events)
@@ -186,7 +186,7 @@ def train_demo_model(work_dir: Path, minutes: float, n_train: int = 400, overrid
     size = 32
     synth_dir, prepared, run_dir = work_dir / "train_clips", work_dir / "prepared", work_dir / "run"
     write_benchmark(synth_dir, "impacts", n_train, seed=TRAIN.seed, duration=3.6, size=size)
-    prepare_dataset(synth_dir, prepared, PrepareSettings(size=size, clip_seconds=cfg.data.clip_frames / 10))
+    prepare_dataset(synth_dir, prepared, PrepareSettings(size=size, clip_seconds=cfg.data.clip_frames / FPS))
     if run_dir.exists():
         aside = run_dir.with_name(f"run.{time.strftime('%Y%m%d-%H%M%S')}")
         shutil.move(str(run_dir), aside)

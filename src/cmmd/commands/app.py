@@ -35,7 +35,7 @@ def run(args: argparse.Namespace) -> int:
         from cmmd.apps.genapp.server import create_app
     except ImportError as exc:
         raise CmmdError(f"the app needs the 'app' extra ({exc.name} is missing): pip install -e '.[app]'") from None
-    from cmmd.apps.demo import SHIPPED_CHECKPOINT
+    from cmmd.assets import DEMO_CHECKPOINT
     from cmmd.apps.genapp.work import load_pipelines
     from cmmd.commands.mos import _is_loopback
 
@@ -43,7 +43,7 @@ def run(args: argparse.Namespace) -> int:
         raise CmmdError(f"--port must be 1-65535, got {args.port}")
     if args.max_upload_mb <= 0 or args.max_seconds <= 0 or args.max_queue < 1:
         raise CmmdError("--max-upload-mb and --max-seconds must be positive and --max-queue at least 1")
-    checkpoint = args.checkpoint or SHIPPED_CHECKPOINT
+    checkpoint = args.checkpoint or DEMO_CHECKPOINT
     pipelines = load_pipelines(checkpoint, args.vocoder, args.device)
     with tempfile.TemporaryDirectory(prefix="cmmd-app-") as workdir:
         app = create_app(pipelines, str(checkpoint), Path(workdir), args.max_upload_mb, args.max_seconds,

@@ -8,11 +8,11 @@ from pathlib import Path
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from cmmd.apps.demo import SHIPPED_CHECKPOINT
+    from cmmd.assets import DEMO_CHECKPOINT
 
     parser.add_argument("--out", type=Path, default=Path("outputs/demo"), help="output folder (index.html)")
     parser.add_argument("--checkpoint", type=Path, default=None,
-                        help=f"model to demo (default: the shipped {SHIPPED_CHECKPOINT.name}, or the fresh "
+                        help=f"model to demo (default: the shipped {DEMO_CHECKPOINT.name}, or the fresh "
                              "one with --train)")
     parser.add_argument("--train", action="store_true", help="train the tiny model from scratch first")
     parser.add_argument("--minutes", type=float, default=9.0,
@@ -27,10 +27,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from cmmd.apps.demo import SHIPPED_CHECKPOINT, DemoSettings, print_metrics, run_demo, train_demo_model
+    from cmmd.apps.demo import DemoSettings, print_metrics, run_demo, train_demo_model
+    from cmmd.assets import DEMO_CHECKPOINT
 
     t0 = time.time()
-    checkpoint = args.checkpoint or SHIPPED_CHECKPOINT
+    checkpoint = args.checkpoint or DEMO_CHECKPOINT
     if args.train:
         run_dir = train_demo_model(args.out, args.minutes)
         checkpoint = args.checkpoint or run_dir

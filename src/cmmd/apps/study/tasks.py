@@ -23,7 +23,6 @@ from multiprocessing import get_context
 from pathlib import Path
 from typing import Any, Literal
 
-import numpy as np
 import torch
 
 from cmmd.config import ConfigError
@@ -132,11 +131,12 @@ class GenerateJob:
 
 
 def generate_clips(job: GenerateJob) -> dict[str, Any]:
-    """Write ``<name>.mp4`` per test clip (v2a: real frames + generated audio; a2v: generated
-    frames + real audio) and ``done.json`` with the sampling time; reused when it matches."""
-    from cmmd.data.media import read_media, write_media
-    from cmmd.pipeline import Pipeline
+    """Write ``<name>.mp4`` per test clip (v2a: the clip's video + generated audio; a2v:
+    generated video + the clip's audio) and ``done.json`` with the sampling time; reused when it
+    matches. A clip that cannot be used fails the task, naming it."""
     from cmmd.checkpoint import read_info
+    from cmmd.generation import generate_files, write_sample
+    from cmmd.pipeline import Pipeline
 
     out = Path(job.out_dir)
     spec = {"checkpoint_step": read_info(Path(job.run_dir)).step, "sampling": asdict(job.sampling),
@@ -149,29 +149,15 @@ def generate_clips(job: GenerateJob) -> dict[str, Any]:
         shutil.rmtree(out)
     out.mkdir(parents=True)
     pipe = Pipeline.from_checkpoint(job.run_dir, device=job.device, vocoder=job.vocoder)
-    clips = Path(job.clips_dir)
-    seconds = 0.0
-    for first in range(0, len(job.names), job.batch):
-        names = job.names[first : first + job.batch]
-        media = [read_media(clips / f"{n}.mp4", fps=pipe.fps, sample_rate=pipe.sample_rate, size=pipe.size)
-                 for n in names]
-        frames = np.stack([m.frames for m in media])
-        waves = np.stack([m.audio for m in media])
-        settings = replace(job.sampling, seed=job.sampling.seed + first)  # one seed per batch
-        start = time.perf_counter()
-        if job.mode == "v2a":
-            gen = pipe.generate("v2a", settings, frames=frames)
-        else:
-            gen = pipe.generate("a2v", settings, wave=waves)
-        seconds += time.perf_counter() - start
-        for i, name in enumerate(names):
-            if job.mode == "v2a":
-                wave = gen.wave[i][: waves.shape[1]]
-                write_media(out / f"{name}.mp4", frames[i], wave, pipe.fps, pipe.sample_rate, overwrite=True)
-            else:
-                write_media(out / f"{name}.mp4", gen.frames[i], waves[i], pipe.fps, pipe.sample_rate, overwrite=True)
-    done = {"spec": spec, "seconds": seconds, "seconds_per_clip": seconds / len(job.names), "n": len(job.names),
-            "known_level": gen.settings["known_level"]}
+    files = [Path(job.clips_dir) / f"{n}.mp4" for n in job.names]
+    result = generate_files(pipe, job.mode, files, job.sampling, batch=job.batch)
+    if result.failures:
+        first = result.failures[0]
+        raise CmmdError(f"{len(result.failures)} test clip(s) unusable, e.g. {first.source}: {first.reason}")
+    for sample in result.samples:
+        write_sample(sample, pipe, out, details=False, overwrite=True)
+    done = {"spec": spec, "seconds": result.seconds, "seconds_per_clip": result.seconds / len(job.names),
+            "n": len(job.names), "known_level": result.samples[-1].settings["known_level"]}
     write_json(out / "done.json", done)
     return {**done, "reused": False}
 

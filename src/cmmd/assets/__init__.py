@@ -1,0 +1,14 @@
+"""Files shipped inside the package, so a non-editable install (``pip install .``) has them too:
+the demo's training config and its trained checkpoint (EMA weights, made by
+``scripts/make_demo_checkpoint.sh``). Resolved through :mod:`importlib.resources`, never
+through the location of a checkout; ``configs/demo_tiny.yaml`` in a checkout links here.
+"""
+
+from __future__ import annotations
+
+from importlib.resources import files
+from pathlib import Path
+
+_ASSETS = files(__name__)
+DEMO_CONFIG = Path(str(_ASSETS / "demo_tiny.yaml"))
+DEMO_CHECKPOINT = Path(str(_ASSETS / "demo-tiny.safetensors"))

@@ -1,0 +1,255 @@
+"""From media files to generated media files: read, generate, trim, write. One path for
+``cmmd generate``, the study's generation task and the web app.
+
+:func:`generate_files` reads each input at the model's frame rate, sample rate and size,
+generates the other modality (:meth:`Pipeline.generate`) and cuts the audio to the frames' span;
+an input that cannot be used (unreadable, missing the stream its mode needs, too short, a name
+taken by an earlier input) becomes a :class:`Failure` with its reason, never an exception.
+:func:`write_sample` writes one result into a folder::
+
+    OUT/<name>.mp4              v2a: the input's own video stream (its size, rate, aspect) + generated audio
+                                a2v: generated video + the input's own audio track
+                                joint: both generated
+    OUT/<name>.json             sampling settings, source, model, how each stream was written
+    OUT/<name>_spec.png         log-mel spectrograms: condition (or the input's own sound) / generated
+    OUT/condition/<name>.mp4    v2a: the frames the model saw (.mkv for a2v: the audio it heard)
+    OUT/model_res/<name>.mp4    only with ``model_res``: the output at the model's size and rates
+
+Only media files sit directly in OUT, one per input named like it, so OUT pairs with the input
+folder under ``cmmd evaluate``'s rule.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from cmmd.data.conventions import HOP
+from cmmd.data.media import MediaError, read_media, write_media
+from cmmd.data.mux import combine_streams
+from cmmd.errors import CmmdError
+from cmmd.eval.plots import save_spectrograms
+from cmmd.pipeline import Mode, Pipeline, SamplingSettings
+
+MEDIA_SUFFIXES = (".mp4", ".mkv", ".mov", ".webm", ".avi", ".m4v", ".wav", ".flac", ".mp3", ".ogg", ".m4a")
+MIN_FRAMES = 2  # the model needs some time to work with: 0.2 s at 10 fps
+
+
+@dataclass(frozen=True)
+class Failure:
+    """An input that gave no output. ``kind`` is for machines (a :class:`MediaError` kind,
+    ``too_short``, ``duplicate_name``, or ``exists`` for an output not to replace), ``reason`` for people."""
+
+    source: Path
+    kind: str
+    reason: str
+
+
+@dataclass
+class Sample:
+    """One generated item at the model's frame rate, sample rate and size.
+
+    ``frames`` uint8 (T, H, W, 3): the condition as read (v2a) or generated (a2v, joint);
+    ``wave`` float32 (S,): generated (v2a, joint) or the condition as read (a2v), cut to the
+    frames' span (``S <= round(T * sample_rate / fps)``); ``panels``: titled log-mels
+    (n_mels, L) for the spectrogram figure; ``outputs``: what :func:`write_sample` wrote.
+    """
+
+    name: str
+    source: Path | None
+    mode: Mode
+    frames: np.ndarray
+    wave: np.ndarray
+    panels: list[tuple[str, np.ndarray]]
+    settings: dict[str, Any]
+    outputs: dict[str, Path] = field(default_factory=dict)
+
+
+@dataclass
+class Generation:
+    """What a call produced: samples in input order, failures, and the sampler's wall time."""
+
+    samples: list[Sample] = field(default_factory=list)
+    failures: list[Failure] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+def media_files(inputs: Sequence[Path]) -> tuple[list[Path], list[Failure]]:
+    """Files as given, and the media files (by suffix) directly inside each given folder, as
+    ``cmmd evaluate`` reads a folder; a path that does not exist is a failure."""
+    files: list[Path] = []
+    failures: list[Failure] = []
+    for path in inputs:
+        if path.is_dir():
+            files += sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in MEDIA_SUFFIXES)
+        elif path.is_file():
+            files.append(path)
+        else:
+            failures.append(Failure(path, "missing", "no such file or folder"))
+    return files, failures
+
+
+def trim_to_frames(wave: np.ndarray, num_frames: int, fps: float, sample_rate: int) -> np.ndarray:
+    """``wave`` (S,) cut to the span of ``num_frames`` video frames from time zero."""
+    return wave[: round(num_frames * sample_rate / fps)]
+
+
+def _read(pipe: Pipeline, mode: Literal["v2a", "a2v"], path: Path, seconds: float | None
+          ) -> tuple[np.ndarray, list[tuple[str, np.ndarray]]]:
+    """The condition of ``path`` as the model takes it (frames (T, H, W, 3) or wave (S,)
+    spanning whole frames) and spectrogram panels of the sound it brings."""
+    if mode == "v2a":
+        frames = read_media(path, fps=pipe.fps, sample_rate=pipe.sample_rate, size=pipe.size, duration=seconds,
+                            audio=False).frames
+        assert frames is not None
+        if len(frames) < MIN_FRAMES:
+            raise MediaError(path, "too_short", f"video->audio needs at least {MIN_FRAMES / pipe.fps:.1f} s of video")
+        try:  # the input's own sound, when it has one, beside the generated one
+            own = read_media(path, fps=pipe.fps, sample_rate=pipe.sample_rate, duration=len(frames) / pipe.fps,
+                             video=False).audio
+        except CmmdError:
+            return frames, []
+        assert own is not None
+        return frames, [("the input's own sound", pipe.log_mel(own[None])[0].cpu().numpy())]
+    wave = read_media(path, fps=pipe.fps, sample_rate=pipe.sample_rate, duration=seconds, video=False).audio
+    assert wave is not None
+    num_frames = int(len(wave) * pipe.fps // pipe.sample_rate)
+    if num_frames < MIN_FRAMES:
+        raise MediaError(path, "too_short", f"audio->video needs at least {MIN_FRAMES / pipe.fps:.1f} s of audio")
+    wave = trim_to_frames(wave, num_frames, pipe.fps, pipe.sample_rate)
+    return wave, [("condition (input audio)", pipe.log_mel(wave[None])[0].cpu().numpy())]
+
+
+def generate_files(pipe: Pipeline, mode: Literal["v2a", "a2v"], files: Sequence[Path], settings: SamplingSettings,
+                   seconds: float | None = None, batch: int = 1, done: Collection[Path] = ()) -> Generation:
+    """v2a or a2v for each file (its first ``seconds``, default all of it).
+
+    Files are taken ``batch`` at a time; the inputs of a batch with the same length are sampled
+    together, with seed ``settings.seed + i`` for ``i`` the index of the first of them in
+    ``files`` (so a result depends on neither later inputs nor skipped ones). Names are file
+    stems; a stem taken by an earlier file is a failure (``duplicate_name``), and so is a file in
+    ``done``, whose output exists and is not to be replaced (``exists``).
+    """
+    result = Generation()
+    names: dict[str, Path] = {}
+    for first in range(0, len(files), batch):
+        read: list[tuple[int, Path, np.ndarray, list[tuple[str, np.ndarray]]]] = []
+        for index, path in enumerate(files[first : first + batch], start=first):
+            if path.stem in names:
+                result.failures.append(Failure(path, "duplicate_name", f"same name as {names[path.stem]}"))
+                continue
+            names[path.stem] = path
+            if path in done:
+                result.failures.append(Failure(path, "exists", "its output exists (pass --overwrite to replace it)"))
+                continue
+            try:
+                read.append((index, path, *_read(pipe, mode, path, seconds)))
+            except MediaError as exc:
+                result.failures.append(Failure(path, exc.kind, exc.reason))
+        lengths = sorted({len(condition) for _, _, condition, _ in read})
+        for length in lengths:
+            group = [item for item in read if len(item[2]) == length]
+            start = time.perf_counter()
+            gen = pipe.generate(mode, replace(settings, seed=settings.seed + group[0][0]),
+                                **{"frames" if mode == "v2a" else "wave": np.stack([c for _, _, c, _ in group])})
+            result.seconds += time.perf_counter() - start
+            for i, (_, path, condition, panels) in enumerate(group):
+                if mode == "v2a":
+                    frames, wave = condition, trim_to_frames(gen.wave[i], len(condition), pipe.fps, pipe.sample_rate)
+                    panels = [*panels, ("generated from video", gen.mel[i])]
+                else:
+                    frames, wave = gen.frames[i], trim_to_frames(condition, gen.frames.shape[1], pipe.fps,
+                                                                 pipe.sample_rate)
+                result.samples.append(Sample(path.stem, path, mode, frames, wave, panels, gen.settings))
+    order = {path: k for k, path in enumerate(files)}
+    result.samples.sort(key=lambda s: order[s.source])
+    return result
+
+
+def generate_joint(pipe: Pipeline, settings: SamplingSettings, num: int, seconds: float | None = None) -> Generation:
+    """``num`` unconditional video+audio clips ``joint_<k>`` of ``seconds`` (default the training
+    length), clip ``k`` with seed ``settings.seed + k``."""
+    num_frames = pipe.config.data.clip_frames if seconds is None else round(seconds * pipe.fps)
+    result = Generation()
+    for k in range(num):
+        start = time.perf_counter()
+        gen = pipe.generate("joint", replace(settings, seed=settings.seed + k), num_frames=num_frames)
+        result.seconds += time.perf_counter() - start
+        wave = trim_to_frames(gen.wave[0], num_frames, pipe.fps, pipe.sample_rate)
+        result.samples.append(Sample(f"joint_{k:04d}", None, "joint", gen.frames[0], wave,
+                                     [("generated", gen.mel[0])], gen.settings))
+    return result
+
+
+def output_path(out_dir: Path, name: str) -> Path:
+    """Where :func:`write_sample` puts the output of ``name``."""
+    return out_dir / f"{name}.mp4"
+
+
+def write_sample(sample: Sample, pipe: Pipeline, out_dir: Path, info: dict[str, Any] | None = None,
+                 model_res: bool = False, details: bool = True, overwrite: bool = False) -> dict[str, Path]:
+    """Write ``sample`` into ``out_dir`` (layout in the module docstring); ``details``: also the
+    JSON, the spectrograms and the condition copy. Returns the written paths by role."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    out = output_path(out_dir, sample.name)
+    span = len(sample.frames) / pipe.fps
+    streams = {"video": "generated", "audio": "generated"}
+    if sample.source is None:
+        write_media(out, sample.frames, sample.wave, pipe.fps, pipe.sample_rate, overwrite=overwrite)
+    else:
+        streams = _write_with_source(sample, pipe, out, span, overwrite)
+    sample.outputs = {"output": out}
+    if model_res:
+        sample.outputs["model_res"] = out_dir / "model_res" / out.name
+        sample.outputs["model_res"].parent.mkdir(exist_ok=True)
+        write_media(sample.outputs["model_res"], sample.frames, sample.wave, pipe.fps, pipe.sample_rate,
+                    overwrite=overwrite)
+    if not details:
+        return sample.outputs
+    if sample.mode != "joint":
+        condition = out_dir / "condition" / (f"{sample.name}.mp4" if sample.mode == "v2a" else f"{sample.name}.mkv")
+        condition.parent.mkdir(exist_ok=True)
+        if sample.mode == "v2a":
+            write_media(condition, sample.frames, None, pipe.fps, pipe.sample_rate, overwrite=overwrite)
+        else:
+            write_media(condition, None, sample.wave, pipe.fps, pipe.sample_rate, overwrite=overwrite)
+        sample.outputs["condition"] = condition
+    sample.outputs["spectrograms"] = save_spectrograms(sample.panels, out_dir / f"{sample.name}_spec.png",
+                                                       pipe.sample_rate / HOP)
+    record = {"source": None if sample.source is None else str(sample.source), "seconds": span, "streams": streams,
+              "checkpoint_step": pipe.step, "version": pipe.version, "codec": pipe.codec.spec or pipe.codec.name,
+              "vocoder": pipe.vocoder.spec or pipe.vocoder.name, **(info or {}), **sample.settings}
+    sample.outputs["settings"] = out_dir / f"{sample.name}.json"
+    sample.outputs["settings"].write_text(json.dumps(record, indent=1))
+    return sample.outputs
+
+
+def _write_with_source(sample: Sample, pipe: Pipeline, out: Path, span: float, overwrite: bool) -> dict[str, str]:
+    """The output with the input's own kept stream (module docstring); returns how each stream
+    got there."""
+    assert sample.source is not None
+    generated = out.with_name(f".{out.stem}.generated.mp4")
+    try:
+        if sample.mode == "v2a":
+            write_media(generated, None, sample.wave, pipe.fps, pipe.sample_rate, overwrite=True)
+            how = combine_streams(out, sample.source, generated, span, overwrite=overwrite)
+            return {"video": f"input, {how['video']}", "audio": "generated"}
+        write_media(generated, sample.frames, None, pipe.fps, pipe.sample_rate, overwrite=True)
+        how = combine_streams(out, generated, sample.source, span, overwrite=overwrite)
+        return {"video": "generated", "audio": f"input, {how['audio']}"}
+    finally:
+        generated.unlink(missing_ok=True)
+
+
+def write_failures(failures: Sequence[Failure], path: Path) -> Path:
+    """One JSON line per failure (source, kind, reason), as ``cmmd prepare`` writes them."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps({"source": str(f.source), "kind": f.kind, "reason": f.reason}) + "\n"
+                            for f in failures))
+    return path
