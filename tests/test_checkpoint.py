@@ -10,6 +10,7 @@ import pytest
 import torch
 
 import cmmd.checkpoint as ckpt
+from cmmd.assets import DEMO_CHECKPOINT
 from cmmd.checkpoint import (
     MANIFEST,
     latest_checkpoint,
@@ -24,7 +25,6 @@ from cmmd.train.ema import make_ema
 from cmmd.train.vae import VaeTrainConfig, train_vae
 from cmmd.video.vae import VaeConfig
 
-DEMO_CHECKPOINT = Path(__file__).resolve().parents[1] / "checkpoints" / "demo-tiny.safetensors"
 
 
 def save_steps(run: Path, *steps: int) -> torch.nn.Module:
