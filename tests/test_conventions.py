@@ -1,4 +1,4 @@
-"""cmmd.data.conventions: length conversions between video frames, samples and mel frames."""
+"""cmmd.conventions: length conversions between video frames, samples and mel frames."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from cmmd.data.conventions import (
+from cmmd.conventions import (
     FPS,
     HOP,
     SAMPLE_RATE,

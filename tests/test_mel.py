@@ -24,7 +24,7 @@ from cmmd.audio.mel import (
     mel_frequencies,
     recorded_mel,
 )
-from cmmd.data.conventions import HOP, LOG_FLOOR, N_MELS, SAMPLE_RATE
+from cmmd.conventions import HOP, LOG_FLOOR, N_MELS, SAMPLE_RATE
 from cmmd.errors import CmmdError
 
 SR = SAMPLE_RATE

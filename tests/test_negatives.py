@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from cmmd.config import from_dict
-from cmmd.data.conventions import HOP, N_MELS, SAMPLE_RATE
+from cmmd.conventions import HOP, N_MELS, SAMPLE_RATE
 from cmmd.data.negatives import (
     NegativeConfig,
     make_negatives,

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from cmmd.cli import main
-from cmmd.data.conventions import IMPACT_CLASSES
+from cmmd.conventions import IMPACT_CLASSES
 from cmmd.data.media import read_media
 from cmmd.data.synth import (
     BACKGROUND_RGB,

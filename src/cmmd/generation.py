@@ -30,7 +30,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from cmmd.data.conventions import HOP
+from cmmd.conventions import HOP
 from cmmd.data.media import MediaError, read_media, write_media
 from cmmd.data.mux import combine_streams
 from cmmd.errors import CmmdError

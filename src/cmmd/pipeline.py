@@ -20,7 +20,7 @@ import torch
 from cmmd.audio.mel import MelStats, log_mel, recorded_mel
 from cmmd.audio.vocoders import GriffinLim, Vocoder, load_vocoder
 from cmmd.config import from_dict
-from cmmd.data.conventions import HOP
+from cmmd.conventions import HOP
 from cmmd.diffusion.denoiser import JointDenoiser
 from cmmd.diffusion.guidance import Condition
 from cmmd.diffusion.samplers import Callback, sample

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from cmmd.assets import DEMO_CONFIG
-from cmmd.data.conventions import FPS, HOP
+from cmmd.conventions import FPS, HOP
 from cmmd.data.media import write_media
 from cmmd.data.splits import TEST, TRAIN, read_clips, write_split_clips
 from cmmd.data.synth import write_benchmark

@@ -7,7 +7,7 @@ from pathlib import Path
 import torch
 
 from cmmd.audio.mel import MelStats
-from cmmd.data.conventions import mel_rate
+from cmmd.conventions import mel_rate
 from cmmd.data.dataset import ClipDataset
 from cmmd.diffusion.schedules import Schedule
 from cmmd.eval.plots import save_spectrograms

@@ -32,7 +32,7 @@ import torch
 from torch import Tensor
 
 from cmmd.audio.mel import mel_filterbank, stft
-from cmmd.data.conventions import HOP, N_FFT, N_MELS, SAMPLE_RATE, WIN, mel_frames_to_samples
+from cmmd.conventions import HOP, N_FFT, N_MELS, SAMPLE_RATE, WIN, mel_frames_to_samples
 from cmmd.errors import CmmdError
 
 
@@ -77,7 +77,7 @@ def griffin_lim(
     """Waveform from an un-normalised natural-log magnitude mel (inverse of ``log_mel``).
 
     ``log_mel (80, L) -> (L * HOP,)`` and ``(B, 80, L) -> (B, L * HOP)``, clamped to ``[-1, 1]``
-    (the waveform convention of :mod:`cmmd.data.conventions`). Normalised model outputs must go
+    (the waveform convention of :mod:`cmmd.conventions`). Normalised model outputs must go
     through :meth:`cmmd.audio.mel.MelStats.denormalize` first. Deterministic: the initial phase
     is zero (``"zeros"``) or uniform from a CPU generator seeded with ``seed`` (``"random"``),
     so every device starts from the same phase, and one phase is shared by the batch, so an item

@@ -10,7 +10,7 @@ mono audio: STFT window 512 (32 ms, periodic Hann), hop 256 (16 ms), ``center=Tr
 filters (``htk=False``, area-normalised) from ``F_MIN`` to ``F_MAX``, magnitude (power 1), then
 ``log(max(mel, LOG_FLOOR))``. Centred framing yields ``S // HOP + 1`` frames; the last one is
 dropped so that ``L = S // HOP`` (1.8 s -> 112 frames) and frame ``l`` is centred on sample
-``l * HOP`` (:mod:`cmmd.data.conventions`). The inverse (:mod:`cmmd.audio.griffinlim`) uses
+``l * HOP`` (:mod:`cmmd.conventions`). The inverse (:mod:`cmmd.audio.griffinlim`) uses
 the same framing through :func:`stft`.
 
 Agreement with librosa: :func:`log_mel` equals
@@ -35,7 +35,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from cmmd.data.conventions import F_MAX, F_MIN, HOP, LOG_FLOOR, N_FFT, N_MELS, SAMPLE_RATE, WIN
+from cmmd.conventions import F_MAX, F_MIN, HOP, LOG_FLOOR, N_FFT, N_MELS, SAMPLE_RATE, WIN
 from cmmd.errors import CmmdError
 
 MIN_STD = 1e-2

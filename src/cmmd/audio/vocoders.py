@@ -44,7 +44,7 @@ from cmmd.audio.hifigan import HifiGanConfig, HifiGanGenerator, load_universal_g
 from cmmd.audio.mel import HIFIGAN_MEL, MelConfig, cmmd_mel, mel_config_from
 from cmmd.audio.melgan import MelGanConfig, MelGanGenerator
 from cmmd.checkpoint import latest_checkpoint
-from cmmd.data.conventions import SAMPLE_RATE
+from cmmd.conventions import SAMPLE_RATE
 from cmmd.errors import CmmdError
 
 GENERATOR_FILE = "generator.safetensors"

@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 import os
 
-from cmmd.data.conventions import FPS, SAMPLE_RATE
+from cmmd.conventions import FPS, SAMPLE_RATE
 from cmmd.data.prepare import PrepareSettings, prepare_dataset
 
 HELP = "turn a folder of videos into training shards"

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import argparse
 
-from cmmd.data.conventions import FPS, SAMPLE_RATE
+from cmmd.conventions import FPS, SAMPLE_RATE
 from cmmd.data.synth import MAX_OBJECTS, SCENES, write_benchmark
 
 

@@ -1,4 +1,4 @@
 """Data stage: synthetic benchmark, media decoding, preparation into shards, clip datasets, negatives.
 
-Tensor conventions for the whole package live in :mod:`cmmd.data.conventions`.
+Tensor conventions for the whole package live in :mod:`cmmd.conventions`.
 """

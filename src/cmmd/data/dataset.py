@@ -23,7 +23,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, RandomSampler, Sampler, SequentialSampler
 
 from cmmd.audio.mel import cmmd_mel
-from cmmd.data.conventions import frames_to_samples
+from cmmd.conventions import frames_to_samples
 from cmmd.data.prepare import AUDIO_SCALE, load_item_metas
 from cmmd.errors import CmmdError
 from cmmd.video.latents import latent_shape_of, load_latent_clip, read_codec_record

@@ -5,7 +5,7 @@ video stream (of its audio stream when it has no video), so audio that a muxer d
 encoder primes (METHOD.md section 1) or a stream that starts late all land where a player would
 play them: a click written at ``t`` reads back at ``t`` within a millisecond.
 
-Shapes follow ``cmmd.data.conventions``: frames are ``uint8 (T, H, W, 3)``, audio is mono
+Shapes follow ``cmmd.conventions``: frames are ``uint8 (T, H, W, 3)``, audio is mono
 ``float32 (S,)`` in ``[-1, 1]``.
 """
 
@@ -21,7 +21,7 @@ import av
 import numpy as np
 from av.video.reformatter import VideoReformatter
 
-from cmmd.data.conventions import FPS, SAMPLE_RATE, frames_to_samples, seconds_to_samples
+from cmmd.conventions import FPS, SAMPLE_RATE, frames_to_samples, seconds_to_samples
 from cmmd.errors import CmmdError
 
 # A decoded frame counts as "at or before" an output time within this slack, so float error in

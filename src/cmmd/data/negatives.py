@@ -24,7 +24,7 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-from cmmd.data.conventions import FPS, N_MELS, SAMPLE_RATE, mel_rate
+from cmmd.conventions import FPS, N_MELS, SAMPLE_RATE, mel_rate
 from cmmd.errors import CmmdError
 
 NegativeKind = Literal["shift", "segment", "swap"]

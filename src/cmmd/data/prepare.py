@@ -38,7 +38,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from cmmd.data.conventions import FPS, SAMPLE_RATE, seconds_to_frames
+from cmmd.conventions import FPS, SAMPLE_RATE, seconds_to_frames
 from cmmd.data.media import MediaError, read_media
 from cmmd.errors import CmmdError
 

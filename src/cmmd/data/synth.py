@@ -34,7 +34,7 @@ import av
 import numpy as np
 from tqdm import tqdm
 
-from cmmd.data.conventions import FPS, IMPACT_CLASSES, SAMPLE_RATE, seconds_to_frames, seconds_to_samples
+from cmmd.conventions import FPS, IMPACT_CLASSES, SAMPLE_RATE, seconds_to_frames, seconds_to_samples
 from cmmd.errors import CmmdError
 
 Scene = Literal["impacts", "dance"]

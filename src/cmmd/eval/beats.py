@@ -55,7 +55,7 @@ from typing import Literal
 import librosa
 import numpy as np
 
-from cmmd.data.conventions import HOP, SAMPLE_RATE
+from cmmd.conventions import HOP, SAMPLE_RATE
 from cmmd.errors import CmmdError
 from cmmd.eval.stats import bootstrap_ci
 from cmmd.eval.sync.audio import as_log_mel, magnitude_flux

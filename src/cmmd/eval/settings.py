@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from cmmd.data.conventions import FPS, SAMPLE_RATE
+from cmmd.conventions import FPS, SAMPLE_RATE
 from cmmd.errors import CmmdError
 from cmmd.eval.embedders import DEFAULT_CREPE_HOP
 from cmmd.eval.i3d import FVD_FRAMES, MIN_FRAMES

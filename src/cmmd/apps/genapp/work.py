@@ -11,9 +11,10 @@ from typing import Any
 import numpy as np
 
 from cmmd.apps.genapp.inputs import GenRequest
-from cmmd.audio.vocoders import load_vocoder, recorded_mel
+from cmmd.audio.mel import recorded_mel
+from cmmd.audio.vocoders import load_vocoder
 from cmmd.checkpoint import read_info
-from cmmd.data.conventions import HOP
+from cmmd.conventions import HOP
 from cmmd.data.media import write_media
 from cmmd.errors import CmmdError
 from cmmd.eval.plots import save_spectrograms

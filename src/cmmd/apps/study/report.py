@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from cmmd.data.conventions import FPS
+from cmmd.conventions import FPS
 from cmmd.apps.study.config import StudyConfig, base_train_config, flatten, system_train_dict
 from cmmd.apps.study.tables import (eta_table, lambda_table, main_table, paired_tests, summary_entry,
                                     tests_table)

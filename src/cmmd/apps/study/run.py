@@ -30,7 +30,7 @@ from typing import Any, Literal
 
 from cmmd.config import ConfigError
 from cmmd.device import resolve_device
-from cmmd.data.conventions import FPS
+from cmmd.conventions import FPS
 from cmmd.errors import CmmdError
 from cmmd.eval.evaluate import EvalSettings
 from cmmd.pipeline import SamplingSettings

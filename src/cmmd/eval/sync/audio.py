@@ -17,7 +17,7 @@ from scipy.optimize import nnls
 from scipy.signal import find_peaks
 
 from cmmd.audio.mel import log_mel, mel_frequencies
-from cmmd.data.conventions import HOP, IMPACT_CLASSES, N_MELS, SAMPLE_RATE
+from cmmd.conventions import HOP, IMPACT_CLASSES, N_MELS, SAMPLE_RATE
 from cmmd.data.synth import TONE_HARMONIC_GAIN
 from cmmd.errors import CmmdError
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from cmmd.data.conventions import HOP
+from cmmd.conventions import HOP
 from cmmd.errors import CmmdError
 from cmmd.eval.sync.audio import magnitude_flux, wave_log_mel
 from cmmd.eval.sync.video import motion_energy

@@ -14,7 +14,7 @@ from typing import Literal
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
-from cmmd.data.conventions import FPS, HOP, SAMPLE_RATE
+from cmmd.conventions import FPS, HOP, SAMPLE_RATE
 from cmmd.errors import CmmdError
 from cmmd.eval.sync.audio import AudioEvent, as_log_mel, detect_audio_events_mel, magnitude_flux
 from cmmd.eval.sync.offset import av_offset_from_envelopes

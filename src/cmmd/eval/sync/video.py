@@ -12,7 +12,7 @@ import numpy as np
 from scipy.ndimage import gaussian_filter
 from scipy.signal import find_peaks
 
-from cmmd.data.conventions import FPS, IMPACT_CLASSES
+from cmmd.conventions import FPS, IMPACT_CLASSES
 from cmmd.errors import CmmdError
 
 # Video detector settings (hue in degrees, chroma and brightness in [0, 1] pixel units).
