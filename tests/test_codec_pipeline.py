@@ -26,7 +26,7 @@ from cmmd.data.media import read_media, write_media
 from cmmd.data.synth import render_clip
 from cmmd.errors import CmmdError
 from cmmd.pipeline import Pipeline, SamplingSettings, recorded_codec
-from cmmd.checkpoint import load_weights, read_info
+from cmmd.checkpoint import latest_checkpoint, load_weights, read_info
 from cmmd.train.config import TrainConfig
 from cmmd.train.loop import train
 from cmmd.apps.preview import write_preview
@@ -211,6 +211,37 @@ def test_pipeline_refuses_another_codec_or_a_vocoder_for_other_mels(latent_run: 
         Pipeline.from_checkpoint(latent_run, vocoder=hifigan_mels)
     with pytest.raises(CmmdError, match=r"pass the codec: --codec cmmd-vae:<path>"):
         recorded_codec({"codec": {"name": "cmmd-vae", "spec": "cmmd-vae:/nonexistent/vae"}})
+
+
+def with_codec_spec(src: Path, dst: Path, spec: str) -> Path:
+    """A single-file copy of checkpoint ``src``'s EMA weights whose codec record names ``spec``."""
+    with safe_open(str(src), framework="pt") as f:
+        meta = dict(f.metadata())
+        tensors = {k: f.get_tensor(k) for k in f.keys()}
+    info = json.loads(meta["cmmd"])
+    info["extra"]["codec"]["spec"] = spec
+    meta["cmmd"] = json.dumps(info)
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    save_file(tensors, str(dst), metadata=meta)
+    return dst
+
+
+def test_a_checkpoint_finds_its_codec_beside_it_when_the_recorded_path_is_gone(
+        latent_run: Path, vae_spec: str, other_vae_spec: str, tmp_path: Path) -> None:
+    """How a checkpoint ships with its VAE: the recorded path is another machine's, the VAE lies
+    beside the checkpoint under the same name, and its weights must be the recorded ones."""
+    ema = latest_checkpoint(latent_run) / "ema.safetensors"
+    vae_dir = Path(vae_spec.partition(":")[2])
+    shipped = with_codec_spec(ema, tmp_path / "ship" / "model.safetensors", f"cmmd-vae:/elsewhere/{vae_dir.name}")
+    with pytest.raises(CmmdError, match=r"nor beside the checkpoint"):
+        Pipeline.from_checkpoint(shipped)
+    shutil.copytree(vae_dir, tmp_path / "ship" / vae_dir.name)
+    pipe = Pipeline.from_checkpoint(shipped)
+    assert pipe.codec.weights == load_video_codec(vae_spec).weights
+    other = with_codec_spec(ema, tmp_path / "other" / "model.safetensors", f"cmmd-vae:/elsewhere/{vae_dir.name}")
+    shutil.copytree(Path(other_vae_spec.partition(":")[2]), tmp_path / "other" / vae_dir.name)
+    with pytest.raises(CmmdError, match="video codec mismatch"):
+        Pipeline.from_checkpoint(other)
 
 
 def as_old_pixel_checkpoint(src: Path, dst: Path) -> Path:

@@ -60,20 +60,28 @@ class Generated:
     settings: dict[str, Any] = field(default_factory=dict)
 
 
-def recorded_codec(extra: dict[str, Any], device: torch.device | str = "cpu") -> VideoCodec:
+def recorded_codec(extra: dict[str, Any], device: torch.device | str = "cpu",
+                   checkpoint: Path | None = None) -> VideoCodec:
     """The video codec a checkpoint's ``extra`` records: pixel (also for old checkpoints that stored
-    ``"pixel"``), or a latent codec loaded from its recorded spec when its weights are still there."""
+    ``"pixel"``), or a latent codec loaded from its recorded spec when its weights are still there,
+    else from a file of the same name beside ``checkpoint`` (how a checkpoint ships with its VAE,
+    e.g. the demo's in :mod:`cmmd.assets`). Either way :meth:`VideoCodec.check_compatible` then
+    compares the weights' digest with the record."""
     record = extra.get("codec", "pixel")
     record = {"name": record} if isinstance(record, str) else record
     if record.get("name") == "pixel":
         return PixelCodec()
     spec = record.get("spec", "")
-    _, weights = parse_spec(spec)
-    if not weights or not Path(weights).expanduser().exists():
-        raise CmmdError(f"the model was trained on {record.get('name')} latents (codec spec {spec!r}) whose weights "
-                        f"are not at that path here; pass the codec: --codec {record.get('name')}:<path> "
-                        "(codec= in Python)")
-    return load_video_codec(spec, device)
+    name, weights = parse_spec(spec)
+    if weights and Path(weights).expanduser().exists():
+        return load_video_codec(spec, device)
+    beside = Path(checkpoint).parent / Path(weights).name if checkpoint is not None and weights else None
+    if beside is not None and beside.exists():
+        return load_video_codec(f"{name}:{beside}", device)
+    where = f" nor beside the checkpoint ({beside})" if beside is not None else ""
+    raise CmmdError(f"the model was trained on {record.get('name')} latents (codec spec {spec!r}) whose weights "
+                    f"are not at that path here{where}; pass the codec: --codec {record.get('name')}:<path> "
+                    "(codec= in Python)")
 
 
 class Pipeline:
@@ -115,7 +123,7 @@ class Pipeline:
         if isinstance(codec, str):
             codec = load_video_codec(codec, device)
         try:
-            codec = codec or recorded_codec(extra, device)
+            codec = codec or recorded_codec(extra, device, path)
             codec.check_compatible(extra.get("codec", "pixel"))
         except CmmdError as exc:
             raise CmmdError(f"{path}: {exc}") from None
