@@ -32,7 +32,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from cmmd.conventions import HOP
+from cmmd.conventions import HOP, frames_to_samples, samples_to_frames
 from cmmd.data.media import MediaError, read_media, write_media
 from cmmd.data.mux import combine_streams
 from cmmd.errors import CmmdError
@@ -100,7 +100,7 @@ def media_files(inputs: Sequence[Path]) -> tuple[list[Path], list[Failure]]:
 
 def trim_to_frames(wave: np.ndarray, num_frames: int, fps: float, sample_rate: int) -> np.ndarray:
     """``wave`` (S,) cut to the span of ``num_frames`` video frames from time zero."""
-    return wave[: round(num_frames * sample_rate / fps)]
+    return wave[: frames_to_samples(num_frames, fps, sample_rate)]
 
 
 def read_input(pipe: Pipeline, mode: Literal["v2a", "a2v"], path: Path, seconds: float | None = None
@@ -123,7 +123,7 @@ def read_input(pipe: Pipeline, mode: Literal["v2a", "a2v"], path: Path, seconds:
         return frames, [("the input's own sound", pipe.log_mel(own[None])[0].cpu().numpy())]
     wave = read_media(path, fps=pipe.fps, sample_rate=pipe.sample_rate, duration=seconds, video=False).audio
     assert wave is not None
-    num_frames = int(len(wave) * pipe.fps // pipe.sample_rate)
+    num_frames = samples_to_frames(len(wave), pipe.fps, pipe.sample_rate)
     if num_frames < MIN_FRAMES:
         raise MediaError(path, "too_short", f"audio->video needs at least {MIN_FRAMES / pipe.fps:.1f} s of audio")
     wave = trim_to_frames(wave, num_frames, pipe.fps, pipe.sample_rate)
