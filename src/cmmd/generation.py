@@ -152,9 +152,9 @@ def generate_sample(pipe: Pipeline, mode: Mode, settings: SamplingSettings, name
     """One item from an in-memory ``condition`` and its ``panels`` (as :func:`read_input` gives
     them; none for joint, which is ``num_frames`` long, default the training length), with
     ``settings.seed``. ``callback`` is the sampler's, called after each step."""
-    gen = pipe.generate(mode, settings, frames=condition[None] if mode == "v2a" else None,  # type: ignore[index]
-                        wave=condition[None] if mode == "a2v" else None,  # type: ignore[index]
-                        num_frames=num_frames, callback=callback)
+    batch = None if condition is None else condition[None]
+    gen = pipe.generate(mode, settings, frames=batch if mode == "v2a" else None,
+                        wave=batch if mode == "a2v" else None, num_frames=num_frames, callback=callback)
     return _sample(pipe, gen, 0, name, None, condition, list(panels))
 
 
