@@ -230,3 +230,13 @@ def test_queue_runs_one_job_at_a_time_in_order_and_survives_failures(tmp_path: P
     assert [j.state for j in (first, second, third)] == ["done", "failed", "done"]
     assert second.error == "internal error (RuntimeError: boom)"
     assert queue.get(first.id) is None and not first.folder.exists() and third.folder.is_dir()  # only `keep` kept
+
+
+@pytest.mark.parametrize("host,local", [("127.0.0.1", True), ("localhost", True), ("::1", True),
+                                        ("0.0.0.0", False), ("192.168.1.5", False), ("myhost", False)])
+def test_apps_warn_when_listening_beyond_this_machine(host: str, local: bool) -> None:
+    from cmmd.apps.serve import exposure_warning, is_loopback, url
+
+    assert is_loopback(host) is local
+    assert (exposure_warning("cmmd app", host, "use the app") is None) is local
+    assert url("::1", 80) == "http://[::1]:80/"

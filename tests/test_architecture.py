@@ -29,3 +29,14 @@ def test_an_upward_import_breaks_the_layers(tmp_path: Path) -> None:
     result = subprocess.run([lint, str(ROOT / ".importlinter")], cwd=tmp_path, capture_output=True, text=True,
                             timeout=300, env={"PYTHONPATH": str(tmp_path), "PATH": "/usr/bin:/bin"})
     assert result.returncode != 0 and "cmmd.data is not allowed to import cmmd.train" in result.stdout
+
+
+def test_every_top_level_module_has_a_layer() -> None:
+    """A new module or package under src/cmmd must be placed in the stage order, not dodge it."""
+    text = (ROOT / ".importlinter").read_text()
+    layers = text.split("layers =", 1)[1].split("\n\n", 1)[0]
+    placed = {name.strip() for line in layers.splitlines() for name in line.split("|") if name.strip()}
+    package = ROOT / "src" / "cmmd"
+    found = {f"cmmd.{p.stem}" for p in package.glob("*.py") if p.stem != "__init__"}
+    found |= {f"cmmd.{p.name}" for p in package.iterdir() if (p / "__init__.py").is_file()}
+    assert found <= placed, f"not in .importlinter's layers: {sorted(found - placed)}"

@@ -14,7 +14,8 @@ from cmmd.cli import build_parser, main
 from cmmd.commands import train as train_command
 from cmmd.commands import vae as vae_command
 from cmmd.commands import vocoder as vocoder_command
-from cmmd.config import ConfigError, apply_overrides, from_dict, load_config, merge, save_config, set_dotted
+from cmmd.config import (ConfigError, apply_overrides, flatten_dotted, from_dict, load_config, merge, save_config,
+                         set_dotted)
 from cmmd.train.config import TrainConfig
 from cmmd.train.vae import VaeTrainConfig
 from cmmd.train.vocoder import VocoderTrainConfig
@@ -133,6 +134,7 @@ def test_flat_sections_hold_whole_dotted_keys() -> None:
     data: dict[str, Any] = {}
     set_dotted(data, "a.b.c", [1])
     assert data == {"a": {"b": {"c": [1]}}}
+    assert flatten_dotted({"a": {"b": {"c": [1]}, "d": 2}}) == {"a.b.c": [1], "a.d": 2}
 
 
 def test_save_config_round_trips_strings_that_look_like_numbers(tmp_path: Path) -> None:

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import json
-
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from cmmd.data.dataset import ClipDataset, make_loader
+from cmmd.data.dataset import ClipDataset
 from cmmd.data.media import write_media
 from cmmd.data.prepare import PrepareSettings, prepare_dataset, write_item
 from cmmd.errors import CmmdError
@@ -134,59 +132,3 @@ def test_short_items_excluded_and_keys_select(tmp_path: Path) -> None:
         ClipDataset(root, clip_frames=18, keys=["short"])
     with pytest.raises(CmmdError, match="cmmd prepare"):
         ClipDataset(tmp_path / "missing")
-
-
-@pytest.mark.parametrize("num_workers", [0, 1])
-def test_loader_batches_and_new_windows_each_pass(tmp_path: Path, num_workers: int) -> None:
-    data = ClipDataset(make_root(tmp_path, {"a": 120, "b": 100}), clip_frames=18, seed=1)
-    loader = make_loader(data, batch_size=4, num_workers=num_workers, shuffle=True, seed=1)
-    passes = [[(tuple(b["key"]), b["start"].tolist()) for b in loader] for _ in range(2)]
-    assert len(passes[0]) == len(data) // 4  # shuffled loaders drop the ragged batch
-    assert passes[0] != passes[1]  # epochs advance, even inside persistent workers
-    batch = next(iter(make_loader(data, batch_size=4, num_workers=0, shuffle=True, seed=1)))
-    assert (tuple(batch["key"]), batch["start"].tolist()) == passes[0][0]  # reproducible from the seed
-    assert batch["video"].shape == (4, 18, 3, 16, 16) and batch["mel"].shape == (4, 80, 112)
-    ordered = make_loader(data, batch_size=5, num_workers=0, shuffle=False)
-    assert sum(len(b["key"]) for b in ordered) == len(data)
-
-
-def _rank_indices(rank: int, root: str, pg_file: str, out: str) -> None:
-    """One rank of a 2-process gloo group: the dataset indices and clip keys its loader yields."""
-    import torch.distributed as dist
-
-    dist.init_process_group("gloo", init_method=f"file://{pg_file}", rank=rank, world_size=2)
-    try:
-        data = ClipDataset(Path(root), clip_frames=18)
-        def loader() -> torch.utils.data.DataLoader:
-            return make_loader(data, batch_size=2, num_workers=0, shuffle=True, seed=0, distributed=True)
-
-        indices = list(iter(loader().sampler))  # epoch 0's indices (iterating advances the epoch)
-        keys = [key for batch in loader() for key in batch["key"]]  # epoch 0 as a fresh loader loads it
-        n = len(data)
-        expected_keys = [data.window(i % n, i // n)[0] for i in indices][:len(keys)]
-        Path(out).write_text(json.dumps({"indices": indices, "keys": keys, "expected_keys": expected_keys}))
-    finally:
-        dist.destroy_process_group()
-
-
-def test_distributed_loader_shards_by_rank(tmp_path: Path) -> None:
-    """Two real ranks: disjoint shares of the epoch that together cover it, each loaded as drawn."""
-    import torch.multiprocessing as mp
-
-    root = make_root(tmp_path / "root", {"a": 120, "b": 90, "c": 60})
-    outs = [tmp_path / f"rank{r}.json" for r in range(2)]
-    procs = [mp.get_context("spawn").Process(target=_rank_indices, args=(r, str(root), str(tmp_path / "pg"),
-                                                                          str(outs[r]))) for r in range(2)]
-    for proc in procs:
-        proc.start()
-    for proc in procs:
-        proc.join(timeout=120)
-        assert proc.exitcode == 0
-    ranks = [json.loads(out.read_text()) for out in outs]
-    n = len(ClipDataset(root, clip_frames=18))
-    share0, share1 = (set(r["indices"]) for r in ranks)
-    assert share0 and not share0 & share1  # each clip goes to one rank only...
-    assert len(share0 | share1) == 2 * (n // 2)  # ...and together the ranks see the whole epoch
-    assert {i % n for i in share0 | share1} <= set(range(n))
-    for r in ranks:
-        assert r["keys"] == r["expected_keys"] and len(r["keys"]) == 2 * (len(r["indices"]) // 2)

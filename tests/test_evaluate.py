@@ -180,7 +180,7 @@ def test_cli_evaluate_and_compare(bench: dict[str, Path], tmp_path: Path, capsys
     printed = capsys.readouterr().out
     assert "beat_hit_rate_100ms" in printed and "metrics.json" in printed
     data = json.loads((tmp_path / "same" / "metrics.json").read_text())
-    assert data["settings"]["metrics"] == ["beat", "sync", "offset"] and data["code"]["cmmd"]
+    assert data["settings"]["metrics"] == ["beat", "sync", "offset"] and data["code"]["version"]
     assert (tmp_path / "same" / "report.html").is_file() and (tmp_path / "same" / "report.md").is_file()
     assert main(["compare", str(tmp_path / "same"), str(tmp_path / "other" / "metrics.json")]) == 0
     table = capsys.readouterr().out

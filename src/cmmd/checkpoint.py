@@ -31,6 +31,7 @@ from safetensors import safe_open
 from safetensors.torch import save
 
 import cmmd
+from cmmd.digest import file_sha256
 from cmmd.errors import CmmdError
 
 STEP_PREFIX = "step_"
@@ -185,14 +186,6 @@ def save_checkpoint(
 # ----------------------------------------------------------------------------- verifying
 
 
-def _sha256(file: Path) -> str:
-    digest = hashlib.sha256()
-    with open(file, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def safetensors_problem(file: Path) -> str | None:
     """Why ``file`` is not a whole safetensors file (header unreadable, size not the one its
     header describes), or None. Reads only the header."""
@@ -235,7 +228,7 @@ def verify_checkpoint(path: Path) -> str | None:
             return f"{name} is missing"
         if file.stat().st_size != size:
             return f"{name} is {file.stat().st_size} bytes, the manifest says {size} (truncated?)"
-        if _sha256(file) != sha:
+        if file_sha256(file) != sha:
             return f"{name} does not match the sha256 in its manifest (corrupt)"
     return None
 

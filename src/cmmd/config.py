@@ -231,6 +231,18 @@ def set_dotted(data: dict[str, Any], key: str, value: Any, flat: tuple[str, ...]
     node[parts[-1]] = copy.deepcopy(value)
 
 
+def flatten_dotted(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """The inverse of :func:`set_dotted`: ``{"a": {"b": 1}} -> {"a.b": 1}`` (lists, scalars and
+    empty sections are leaves)."""
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        if isinstance(value, dict) and value:
+            out.update(flatten_dotted(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
 def _field_type(schema: Any, parts: list[str]) -> Any:
     """The annotation of the field at ``parts`` below dataclass ``schema`` (Any where unknown)."""
     tp = schema

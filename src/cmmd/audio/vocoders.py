@@ -39,7 +39,7 @@ from safetensors.torch import save as safetensors_bytes
 from torch import Tensor, nn
 from torch.nn.utils import parametrize
 
-from cmmd.audio.griffinlim import GriffinLimVocoder
+from cmmd.audio.griffinlim import griffin_lim
 from cmmd.audio.hifigan import HifiGanConfig, HifiGanGenerator, load_universal_generator
 from cmmd.audio.mel import HIFIGAN_MEL, MelConfig, cmmd_mel, mel_config_from
 from cmmd.audio.melgan import MelGanConfig, MelGanGenerator
@@ -136,18 +136,18 @@ class Vocoder(ABC):
 
 
 class GriffinLim(Vocoder):
-    """:class:`cmmd.audio.griffinlim.GriffinLimVocoder` behind the :class:`Vocoder` interface."""
+    """:func:`cmmd.audio.griffinlim.griffin_lim` (``n_iter`` iterations) behind the :class:`Vocoder` interface."""
 
     name = "griffinlim"
     spec = "griffinlim"
 
     def __init__(self, sample_rate: int = SAMPLE_RATE, n_iter: int = 32) -> None:
         self.mel = cmmd_mel(sample_rate)
-        self.inner = GriffinLimVocoder(n_iter=n_iter, sample_rate=sample_rate)
+        self.n_iter = n_iter
 
     def synthesize(self, log_mel: Tensor) -> Tensor:
         """``(B, 80, L) -> (B, L * hop)`` by Griffin-Lim."""
-        return self.inner(log_mel)
+        return griffin_lim(log_mel, n_iter=self.n_iter, sample_rate=self.sample_rate)
 
 
 def build_generator(arch: str, config: Mapping[str, Any]) -> nn.Module:

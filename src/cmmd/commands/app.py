@@ -37,7 +37,7 @@ def run(args: argparse.Namespace) -> int:
         raise CmmdError(f"the app needs the 'app' extra ({exc.name} is missing): pip install -e '.[app]'") from None
     from cmmd.assets import DEMO_CHECKPOINT
     from cmmd.apps.genapp.work import load_pipelines
-    from cmmd.commands.mos import _is_loopback
+    from cmmd.apps.serve import exposure_warning, url
 
     if not 0 < args.port < 65536:
         raise CmmdError(f"--port must be 1-65535, got {args.port}")
@@ -48,10 +48,8 @@ def run(args: argparse.Namespace) -> int:
     with tempfile.TemporaryDirectory(prefix="cmmd-app-") as workdir:
         app = create_app(pipelines, str(checkpoint), Path(workdir), args.max_upload_mb, args.max_seconds,
                          args.max_queue)
-        shown = f"[{args.host}]" if ":" in args.host else args.host
-        print(f"cmmd app: {checkpoint} loaded; open http://{shown}:{args.port}/", flush=True)
-        if not _is_loopback(args.host):
-            print(f"cmmd app: listening on {args.host}: anyone who can reach this machine can use the app",
-                  flush=True)
+        print(f"cmmd app: {checkpoint} loaded; open {url(args.host, args.port)}", flush=True)
+        if warning := exposure_warning("cmmd app", args.host, "use the app"):
+            print(warning, flush=True)
         uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
     return 0

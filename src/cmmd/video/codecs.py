@@ -45,8 +45,9 @@ def weights_digest(state: Mapping[str, Tensor]) -> str:
     return hashlib.sha256(safetensors_bytes(tensors)).hexdigest()[:16]
 
 
-def frames_to_unit(frames: np.ndarray | Tensor) -> Tensor:
-    """uint8 ``(B, T, H, W, 3)`` or ``(T, H, W, 3)`` -> float32 ``(B, T, 3, H, W)`` in [-1, 1] (CPU)."""
+def frames_tensor(frames: np.ndarray | Tensor, who: str) -> Tensor:
+    """uint8 frames ``(B, T, H, W, 3)``, or one clip ``(T, H, W, 3)`` as ``B = 1``, as a tensor
+    (the array's memory where it can); a CmmdError naming ``who`` for any other shape or dtype."""
     if torch.is_tensor(frames):
         x = frames
     else:
@@ -55,10 +56,15 @@ def frames_to_unit(frames: np.ndarray | Tensor) -> Tensor:
     if x.ndim == 4:
         x = x[None]
     if x.ndim != 5 or x.shape[-1] != 3:
-        raise CmmdError(f"video codecs take frames (B, T, H, W, 3) or (T, H, W, 3), got shape {tuple(x.shape)}")
+        raise CmmdError(f"{who} takes frames (B, T, H, W, 3) or (T, H, W, 3), got shape {tuple(x.shape)}")
     if x.dtype != torch.uint8:
-        raise CmmdError(f"video codecs take uint8 frames, got {x.dtype}")
-    return x.permute(0, 1, 4, 2, 3).float().div(127.5).sub(1.0)
+        raise CmmdError(f"{who} takes uint8 frames (0-255), got {x.dtype}")
+    return x
+
+
+def frames_to_unit(frames: np.ndarray | Tensor) -> Tensor:
+    """uint8 ``(B, T, H, W, 3)`` or ``(T, H, W, 3)`` -> float32 ``(B, T, 3, H, W)`` in [-1, 1] (CPU)."""
+    return frames_tensor(frames, "a video codec").permute(0, 1, 4, 2, 3).float().div(127.5).sub(1.0)
 
 
 def unit_to_frames(video: Tensor) -> np.ndarray:
@@ -163,6 +169,30 @@ class VideoCodec(ABC):
             raise CmmdError(f"video codec mismatch: the model was trained with codec {rec.get('name')!r}{where} "
                             f"but codec {self.spec or self.name!r} was given: {'; '.join(diffs)}. "
                             "Load the codec the model was trained with.")
+
+
+class NetworkCodec(VideoCodec):
+    """A codec around one frozen network ``model``: it runs where the model's parameters are,
+    and its weights digest is taken once, at construction."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        self.model = model.eval().requires_grad_(False)
+        self._weights = weights_digest(model.state_dict())
+
+    @property
+    def device(self) -> torch.device:
+        """Device of the model's parameters."""
+        return next(self.model.parameters()).device
+
+    def to(self, device: torch.device | str) -> NetworkCodec:
+        """Move the model; returns ``self``."""
+        self.model.to(device)
+        return self
+
+    @property
+    def weights(self) -> str:
+        """Digest of the model's state dict."""
+        return self._weights
 
 
 class PixelCodec(VideoCodec):

@@ -28,7 +28,7 @@ import torch
 from torch import Tensor
 
 from cmmd.errors import CmmdError
-from cmmd.video.codecs import VideoCodec, weights_digest
+from cmmd.video.codecs import NetworkCodec
 
 SD_VAE_FT_MSE_CONFIG: dict[str, Any] = {
     "in_channels": 3,
@@ -158,14 +158,14 @@ def _init_args(cls: type) -> set[str]:
     return set(inspect.signature(cls.__init__).parameters) - {"self"}
 
 
-class SdVaeCodec(VideoCodec):
+class SdVaeCodec(NetworkCodec):
     """A frozen diffusers ``AutoencoderKL`` as a video codec; ``scaling_factor`` from its config."""
 
     name = "sd-vae"
     max_batch = 16
 
     def __init__(self, model: torch.nn.Module, spec: str = "", source: str = "") -> None:
-        self.model = model.eval().requires_grad_(False)
+        super().__init__(model)
         config = model.config
         self.channels = int(config.latent_channels)
         self.downsampling = 2 ** (len(config.block_out_channels) - 1)
@@ -173,22 +173,6 @@ class SdVaeCodec(VideoCodec):
         self.shift_factor = float(getattr(config, "shift_factor", None) or 0.0)
         self.spec = spec
         self.source = source
-        self._weights = weights_digest(model.state_dict())
-
-    @property
-    def device(self) -> torch.device:
-        """Device of the model's parameters."""
-        return next(self.model.parameters()).device
-
-    def to(self, device: torch.device | str) -> SdVaeCodec:
-        """Move the model; returns ``self``."""
-        self.model.to(device)
-        return self
-
-    @property
-    def weights(self) -> str:
-        """Digest of the model's state dict."""
-        return self._weights
 
     def encode_images(self, images: Tensor) -> Tensor:
         """``(N, 3, H, W)`` -> posterior mean ``(N, 4, H / 8, W / 8)`` (minus ``shift_factor``, 0 for SD)."""

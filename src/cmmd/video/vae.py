@@ -25,7 +25,7 @@ from torch import Tensor, nn
 
 from cmmd.errors import CmmdError
 from cmmd.checkpoint import load_weights, read_info
-from cmmd.video.codecs import VideoCodec, weights_digest
+from cmmd.video.codecs import NetworkCodec
 
 LOGVAR_RANGE = (-30.0, 20.0)
 """Clamp of ``log sigma^2`` (as in the LDM autoencoder), keeping ``exp`` finite early in training."""
@@ -162,34 +162,18 @@ def kl_divergence(mu: Tensor, logvar: Tensor) -> Tensor:
     return 0.5 * (mu.pow(2) + logvar.exp() - 1.0 - logvar).mean()
 
 
-class CmmdVaeCodec(VideoCodec):
+class CmmdVaeCodec(NetworkCodec):
     """A trained :class:`KlVae` as a video codec (module docstring of :mod:`cmmd.video.codecs`)."""
 
     name = "cmmd-vae"
 
     def __init__(self, model: KlVae, scaling_factor: float, spec: str = "", extra: dict[str, Any] | None = None):
-        self.model = model.eval().requires_grad_(False)
+        super().__init__(model)
         self.channels = model.cfg.latent_channels
         self.downsampling = model.cfg.downsampling
         self.scaling_factor = float(scaling_factor)
         self.spec = spec
         self.extra = dict(extra or {})
-        self._weights = weights_digest(model.state_dict())
-
-    @property
-    def device(self) -> torch.device:
-        """Device of the model's parameters."""
-        return next(self.model.parameters()).device
-
-    def to(self, device: torch.device | str) -> CmmdVaeCodec:
-        """Move the model; returns ``self``."""
-        self.model.to(device)
-        return self
-
-    @property
-    def weights(self) -> str:
-        """Digest of the model's state dict."""
-        return self._weights
 
     def encode_images(self, images: Tensor) -> Tensor:
         """``(N, 3, H, W)`` -> posterior mean ``(N, C, H / d, W / d)``."""

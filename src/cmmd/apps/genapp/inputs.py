@@ -8,16 +8,16 @@ reasons as ``cmmd generate``, naming the file as uploaded, never the server's te
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
-from functools import partial
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import av
 import numpy as np
 
-from cmmd.data.media import MediaError, read_media
+from cmmd.data.media import MediaError
 from cmmd.diffusion.samplers import SAMPLERS
 from cmmd.errors import CmmdError
+from cmmd.generation import read_input
 from cmmd.pipeline import Mode, Pipeline, SamplingSettings
 
 MODES: dict[str, str] = {"v2a": "Video -> audio", "a2v": "Audio -> video", "joint": "Joint (unconditional)"}
@@ -37,8 +37,9 @@ class InputError(CmmdError):
 
 @dataclass
 class GenRequest:
-    """What to generate: ``frames`` uint8 (T, H, W, 3) for v2a; ``wave`` float32 (S,), the
-    condition for a2v or the input's own soundtrack (when it has one) for v2a."""
+    """What to generate: ``condition`` is the input's frames uint8 (T, H, W, 3) for v2a or its wave
+    float32 (S,) for a2v, ``panels`` the log-mels of the sound it brings (as
+    :func:`cmmd.generation.read_input` gives them); none for joint."""
 
     mode: Mode
     settings: SamplingSettings
@@ -46,8 +47,8 @@ class GenRequest:
     num_frames: int
     vocoder: str
     source: str = ""
-    frames: np.ndarray | None = None
-    wave: np.ndarray | None = None
+    condition: np.ndarray | None = None
+    panels: list[tuple[str, np.ndarray]] = field(default_factory=list)
 
 
 def parse_fields(form: Mapping[str, str], pipe: Pipeline, vocoders: list[str], max_seconds: float) -> GenRequest:
@@ -91,30 +92,17 @@ def _number(form: Mapping[str, str], name: str, kind: type[int] | type[float], d
     return value
 
 
-def read_condition(request: GenRequest, path: Path, name: str, pipe: Pipeline, max_seconds: float) -> None:
-    """Decode the uploaded file at ``path`` (shown as ``name``) into ``request``'s condition, at the
-    model's frame rate, size and sample rate; a file declared longer than ``max_seconds`` is refused
-    before decoding."""
+def read_upload(request: GenRequest, path: Path, name: str, pipe: Pipeline, max_seconds: float) -> None:
+    """Read the uploaded file at ``path`` (shown as ``name``) into ``request``'s condition as
+    ``cmmd generate`` reads an input (:func:`cmmd.generation.read_input`); a file declared longer
+    than ``max_seconds`` is refused before decoding."""
     seconds = _declared_seconds(path)
     if seconds is not None and seconds > max_seconds + 0.05:
         raise InputError(f"{name}: {seconds:.1f} s long; the app takes at most {max_seconds:g} s (cut it, or start "
                          "the app with a larger --max-seconds)")
-    read = partial(read_media, path, fps=pipe.fps, sample_rate=pipe.sample_rate, size=pipe.size)
+    assert request.mode != "joint"
     try:
-        if request.mode == "v2a":
-            try:  # its own soundtrack, when it has a readable one, is shown beside the generated sound
-                media = read()
-            except MediaError:
-                media = read(audio=False)
-            if media.frames is None or len(media.frames) < 2:
-                raise InputError(f"{name}: video->audio needs a video with at least 2 frames")
-            request.frames, request.wave = media.frames, media.audio
-        else:
-            media = read(video=False)
-            hop = int(pipe.sample_rate / pipe.fps)
-            if media.audio is None or len(media.audio) < hop * 2:
-                raise InputError(f"{name}: audio->video needs at least 0.2 s of audio")
-            request.wave = media.audio[: len(media.audio) // hop * hop]
+        request.condition, request.panels = read_input(pipe, request.mode, path)
     except MediaError as exc:
         raise InputError(f"{name}: {exc.reason}") from None
     request.source = name

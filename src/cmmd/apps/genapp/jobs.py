@@ -144,5 +144,5 @@ class JobQueue:
             job.error, job.state = f"internal error ({type(exc).__name__}: {exc})", "failed"
         finally:
             job.finished = time.monotonic()
-            job.request.frames = job.request.wave = None  # the decoded input is no longer needed
+            job.request.condition, job.request.panels = None, []  # the decoded input is no longer needed
             job.done.set()

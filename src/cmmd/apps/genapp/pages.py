@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from html import escape
+from pathlib import Path
 
 from cmmd.apps.genapp.inputs import MAX_VARIATIONS, MODES
 
@@ -140,14 +141,16 @@ def _options(values: list[str], labels: dict[str, str] | None = None) -> str:
 
 
 def index_page(info: PageInfo) -> str:
-    """The generation form, with the loaded model's name and recorded code version."""
+    """The generation form, with the loaded model's file name (its full path as a tooltip), training
+    step and recorded code version."""
     version = escape(info.version or "not recorded")
+    name, path = escape(Path(info.checkpoint).name), escape(info.checkpoint)
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
 <title>cmmd generation app</title><link rel="stylesheet" href="/static/app.css"></head>
 <body>
 <h1>cmmd: video &harr; audio generation</h1>
-<p class="hint">Model <code>{escape(info.checkpoint)}</code>, step {info.step}, code version <code>{version}</code>.
+<p class="hint">Model <code title="{path}">{name}</code>, step {info.step}, code version <code>{version}</code>.
 Runs on this machine; requests are queued and sampled one at a time.</p>
 <form id="gen-form" action="/api/generate" method="post" enctype="multipart/form-data">
 <fieldset><legend>Mode</legend>

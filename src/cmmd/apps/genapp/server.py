@@ -33,7 +33,7 @@ from starlette.responses import FileResponse, HTMLResponse, JSONResponse, Respon
 from starlette.routing import Route
 
 from cmmd.apps.genapp import pages
-from cmmd.apps.genapp.inputs import FIELDS, GenRequest, InputError, parse_fields, read_condition
+from cmmd.apps.genapp.inputs import FIELDS, GenRequest, InputError, parse_fields, read_upload
 from cmmd.apps.genapp.jobs import Job, JobQueue, QueueFull
 from cmmd.apps.genapp.work import Progress, Result, render
 from cmmd.diffusion.samplers import SAMPLERS
@@ -56,7 +56,7 @@ def create_app(pipelines: dict[str, Pipeline], checkpoint: str, workdir: Path, m
     info = pages.PageInfo(checkpoint, pipe.version, pipe.step, list(SAMPLERS), list(pipelines),
                           pipe.config.diffusion.num_steps, pipe.config.data.clip_frames / pipe.fps, max_seconds,
                           max_upload_mb)
-    recorded = {"checkpoint": checkpoint, "checkpoint_step": pipe.step, "version": pipe.version,
+    recorded = {"checkpoint": Path(checkpoint).name, "checkpoint_step": pipe.step, "version": pipe.version,
                 "codec": pipe.codec.spec or pipe.codec.name}
 
     def work(job: Job, folder: Path, progress: Progress) -> list[Result]:
@@ -162,7 +162,7 @@ class _Handlers:
                     out.write(chunk)
             if size == 0:
                 raise InputError(f"{name}: empty file (0 bytes)")
-            await run_in_threadpool(read_condition, req, path, name, self.pipe, self.info.max_seconds)
+            await run_in_threadpool(read_upload, req, path, name, self.pipe, self.info.max_seconds)
         finally:
             path.unlink(missing_ok=True)
 

@@ -1,5 +1,5 @@
-"""What a queued job does: sample each variation and write its mp4 and spectrogram, as
-``cmmd generate`` does for one input (same trimming, same spectrogram panels)."""
+"""What a queued job does: sample each variation and write its mp4 and spectrogram through
+:mod:`cmmd.generation`, the path ``cmmd generate`` takes (same trimming, same panels)."""
 
 from __future__ import annotations
 
@@ -8,16 +8,13 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 
 from cmmd.apps.genapp.inputs import GenRequest
 from cmmd.audio.mel import recorded_mel
 from cmmd.audio.vocoders import load_vocoder
 from cmmd.checkpoint import read_info
-from cmmd.conventions import HOP
-from cmmd.data.media import write_media
 from cmmd.errors import CmmdError
-from cmmd.eval.plots import save_spectrograms
+from cmmd.generation import generate_sample, write_sample, write_spectrograms
 from cmmd.pipeline import Pipeline
 
 NO_VOCODER = "none"
@@ -57,32 +54,17 @@ def load_pipelines(checkpoint: Path, vocoders: list[str], device: str) -> dict[s
 
 
 def render(pipe: Pipeline, request: GenRequest, folder: Path, info: dict[str, Any], progress: Progress) -> list[Result]:
-    """Generate ``request.variations`` clips (seeds ``seed``, ``seed + 1``, ...) into ``folder``."""
+    """Generate ``request.variations`` clips (seeds ``seed``, ``seed + 1``, ...) into ``folder``
+    as ``cmmd generate`` does (:mod:`cmmd.generation`), each written at the model's size and rates."""
     results = []
     for k in range(request.variations):
         settings = replace(request.settings, seed=request.settings.seed + k)
-        gen = pipe.generate(
-            request.mode, settings,
-            frames=request.frames[None] if request.mode == "v2a" else None,
-            wave=request.wave[None] if request.mode == "a2v" else None,
-            num_frames=request.num_frames,
-            callback=lambda step, k=k: progress(k, step["step"] + 1, step["steps"]),
-        )
-        panels = [("generated", gen.mel[0])]
-        if request.mode == "v2a":
-            frames, wave = request.frames, gen.wave[0]
-            if request.wave is not None:
-                panels.insert(0, ("input soundtrack", pipe.log_mel(request.wave[None])[0].cpu().numpy()))
-        elif request.mode == "a2v":
-            frames, wave = gen.frames[0], request.wave[: gen.frames.shape[1] * int(pipe.sample_rate / pipe.fps)]
-            panels.insert(0, ("condition", pipe.log_mel(wave[None])[0].cpu().numpy()))
-        else:
-            frames, wave = gen.frames[0], gen.wave[0]
-        assert frames is not None and wave is not None
-        n = min(len(wave), int(round(len(frames) * pipe.sample_rate / pipe.fps)))
-        video, spectrogram = f"v{k}.mp4", f"v{k}_spec.png"
-        write_media(folder / video, frames, np.asarray(wave[:n], dtype=np.float32), pipe.fps, pipe.sample_rate)
-        save_spectrograms(panels, folder / spectrogram, pipe.sample_rate / HOP)
-        results.append(Result(video, spectrogram, {**info, **gen.settings, "source": request.source or None,
-                                                   "seconds": round(len(frames) / pipe.fps, 3)}))
+        sample = generate_sample(pipe, request.mode, settings, f"v{k}", request.condition, request.panels,
+                                 num_frames=request.num_frames,
+                                 callback=lambda step, k=k: progress(k, step["step"] + 1, step["steps"]))
+        video = write_sample(sample, pipe, folder, details=False)["output"]
+        spectrogram = write_spectrograms(sample, pipe, folder)
+        shown = {**info, **sample.settings, "source": request.source or None,
+                 "seconds": round(len(sample.frames) / pipe.fps, 3)}
+        results.append(Result(video.name, spectrogram.name, shown))
     return results

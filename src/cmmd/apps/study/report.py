@@ -13,8 +13,9 @@ from typing import Any
 
 import torch
 
+from cmmd.config import flatten_dotted
 from cmmd.conventions import FPS
-from cmmd.apps.study.config import StudyConfig, base_train_config, flatten, system_train_dict
+from cmmd.apps.study.config import StudyConfig, base_train_config, system_train_dict
 from cmmd.apps.study.tables import (eta_table, lambda_table, main_table, paired_tests, summary_entry,
                                     tests_table)
 from cmmd.data.splits import TEST
@@ -49,7 +50,7 @@ def eta_family(cfg: StudyConfig, reference: str) -> list[str]:
     ignore = {"diffusion.loss.eta", "diffusion.loss.contrastive"}
 
     def identity(name: str) -> Any:
-        flat = {k: v for k, v in flatten(system_train_dict(cfg, name)).items() if k not in ignore}
+        flat = {k: v for k, v in flatten_dotted(system_train_dict(cfg, name)).items() if k not in ignore}
         return flat, asdict(cfg.budget_of(name)), asdict(cfg.systems[name].sampling)
 
     return [n for n in cfg.systems if identity(n) == identity(reference)]
@@ -76,7 +77,7 @@ def budget_sentence(cfg: StudyConfig, train_cfgs: Mapping[str, TrainConfig]) -> 
 
 def _overrides(data: Mapping[str, Any]) -> str:
     """``key=value`` list of a (nested or dotted) mapping, for the recipes."""
-    flat = flatten(dict(data))
+    flat = flatten_dotted(dict(data))
     return ", ".join(f"`{k}={json.dumps(v)}`" for k, v in flat.items()) or "(none)"
 
 

@@ -28,14 +28,14 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
-from cmmd.config import ConfigError
+from cmmd.config import ConfigError, flatten_dotted
 from cmmd.device import resolve_device
 from cmmd.conventions import FPS
 from cmmd.errors import CmmdError
 from cmmd.eval.evaluate import EvalSettings
 from cmmd.pipeline import SamplingSettings
-from cmmd.apps.study.config import (Budget, StudyConfig, base_fingerprint, base_train_config, flatten, system_train_dict,
-                               train_config)
+from cmmd.apps.study.config import (Budget, StudyConfig, base_fingerprint, base_train_config, system_train_dict,
+                                   train_config)
 from cmmd.apps.study.report import build_report, eta_of
 from cmmd.apps.study.tasks import (DONE, SYSTEM_FILE, EvaluateJob, GenerateJob, Mode, Progress, Task, TrainJob,
                               evaluate_clips, generate_clips, read_json, run_tasks, train_system, write_json)
@@ -66,7 +66,7 @@ def claim_out(cfg: StudyConfig, out: Path) -> None:
 
 def _differences(there: dict[str, Any], here: dict[str, Any], limit: int = 5) -> str:
     """The first ``limit`` dotted keys whose values differ, as ``key: old there, new here``."""
-    a, b = flatten(there), flatten(here)
+    a, b = flatten_dotted(there), flatten_dotted(here)
     diff = [f"{k}: {a.get(k, '(unset)')!r} there, {b.get(k, '(unset)')!r} here"
             for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
     return "; ".join(diff[:limit])
