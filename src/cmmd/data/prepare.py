@@ -207,6 +207,9 @@ def prepare_dataset(
         raise CmmdError(f"no usable items in {src}: {len(jobs)} video file(s) found, {len(summary.failures)} "
                         f"failed (see {out / 'failures.jsonl'})")
     start = time.perf_counter()
+    # A failed write (full disk) must not leave the previous run's index beside this run's items.
+    for stale in ("index.csv", "mel_stats.json"):
+        (out / stale).unlink(missing_ok=True)
     summary.clips = write_index(out, metas, settings)
     write_mel_stats(out, metas)
     summary.stats_seconds = time.perf_counter() - start
@@ -330,12 +333,10 @@ def write_index(out: Path, metas: dict[str, dict[str, Any]], settings: PrepareSe
         for k in range(meta["num_frames"] // settings.clip_frames):
             start = k * settings.clip_frames / settings.fps
             rows.append((key, meta["source"], f"{start:.6g}", f"{settings.clip_frames / settings.fps:.6g}"))
-    tmp = out / "index.csv.tmp"
-    with open(tmp, "w", newline="") as fh:
+    with _replacing(out / "index.csv") as tmp, open(tmp, "w", newline="") as fh:
         writer = csv.writer(fh)
         writer.writerow(("key", "source", "start", "length"))
         writer.writerows(rows)
-    os.replace(tmp, out / "index.csv")
     return len(rows)
 
 
@@ -353,9 +354,8 @@ def write_mel_stats(out: Path, metas: dict[str, dict[str, Any]]) -> None:
             yield log_mel(wave, meta["sample_rate"])
 
     stats = MelStats.compute(mels())
-    tmp = out / "mel_stats.json.tmp"
-    stats.save(tmp)
-    os.replace(tmp, out / "mel_stats.json")
+    with _replacing(out / "mel_stats.json") as tmp:
+        stats.save(tmp)
 
 
 def _write_npy(path: Path, array: np.ndarray) -> None:
