@@ -39,6 +39,7 @@ import numpy as np
 from tqdm import tqdm
 
 from cmmd.conventions import FPS, SAMPLE_RATE, seconds_to_frames
+from cmmd.data.failures import failures_text
 from cmmd.data.media import MediaError, read_media
 from cmmd.errors import CmmdError
 
@@ -178,6 +179,8 @@ def prepare_dataset(
     _claim_settings(out, src_real, settings)
 
     paths = find_videos(src)
+    if not paths:
+        raise CmmdError(f"no video files in {src} ({', '.join(sorted(VIDEO_SUFFIXES))}); nothing to prepare")
     sources = [p.relative_to(src).as_posix() for p in paths]
     jobs = [(str(p), s, item_key(s), str(out / "items" / item_key(s)), settings) for p, s in zip(paths, sources)]
     summary = PrepareSummary(out_dir=out, workers=workers)
@@ -200,8 +203,7 @@ def prepare_dataset(
             bar.update()
     summary.wall_seconds = time.perf_counter() - start
     summary.failures.sort(key=lambda r: r.source)
-    _write_text(out / "failures.jsonl", "".join(
-        json.dumps({"source": f.source, "kind": f.kind, "reason": f.reason}) + "\n" for f in summary.failures))
+    _write_text(out / "failures.jsonl", failures_text(summary.failures))
     metas = load_item_metas(out)
     if not metas:
         raise CmmdError(f"no usable items in {src}: {len(jobs)} video file(s) found, {len(summary.failures)} "

@@ -16,6 +16,7 @@ from cmmd.eval.features import file_digest
 from cmmd.eval.settings import EvalSettings
 
 T = TypeVar("T")
+PROBE_SIZE = 16  # frames are decoded this small when only checking that a file is usable
 
 
 class MediaFiles:
@@ -42,6 +43,16 @@ class MediaFiles:
                 raise CmmdError(f"{path}: {exc.reason}; {purpose} needs its "
                                 f"{'video' if exc.kind == 'no_video' else 'audio'} (drop it from --metrics)") from None
             raise
+
+
+def unusable(path: Path, settings: EvalSettings, video: bool, audio: bool) -> MediaError | None:
+    """Why ``path`` cannot give the streams the metrics read (decoded whole, small, so a truncated
+    file or junk bytes show), or None when it can."""
+    try:
+        read_media(path, fps=settings.fps, sample_rate=settings.sample_rate, size=PROBE_SIZE, video=video, audio=audio)
+    except MediaError as exc:
+        return exc
+    return None
 
 
 def with_file(path: Path, fn: Callable[[], T]) -> T:

@@ -42,7 +42,17 @@ class Pairing:
 
     def paths(self) -> list[Path]:
         """Every file, condition by condition: the reference, then its generations."""
-        return [p for n in self.names for p in (self.reference[n], *self.generated[n])]
+        return [p for n in self.names for p in self.files_of(n)]
+
+    def files_of(self, name: str) -> tuple[Path, ...]:
+        """The reference file of condition ``name``, then its generations."""
+        return (self.reference[name], *self.generated[name])
+
+    def only(self, names: Iterable[str]) -> Pairing:
+        """The same pairing restricted to ``names`` (conditions left out when a file is unusable)."""
+        keep = tuple(n for n in self.names if n in set(names))
+        return Pairing(keep, {n: self.reference[n] for n in keep}, {n: self.generated[n] for n in keep},
+                       {n: m for n, m in self.sidecars.items() if n in keep})
 
 
 def is_audio_only(path: Path) -> bool:
