@@ -86,13 +86,14 @@ def _skip_unusable(pairing: Pairing, metrics: tuple[str, ...], settings: EvalSet
     ``metrics`` read; returns the rest and one ``source, kind, reason`` row per unusable file."""
     needs_video = bool(set(metrics) & {*VIDEO_METRICS, "sync"})
     needs_audio = bool(set(metrics) & {"fad", "beat", "sync", "offset"})
+    min_frames = settings.fvd_frames if {"fvd", "kvd"} & set(metrics) else 0
     skipped: list[dict[str, str]] = []
     bad: set[str] = set()
     for name in progress_bar(list(pairing.names), "checking", progress):
         for path in pairing.files_of(name):
-            error = unusable(path, settings, needs_video and not is_audio_only(path), needs_audio)
+            error = unusable(path, settings, needs_video and not is_audio_only(path), needs_audio, min_frames)
             if error is not None:
-                skipped.append({"source": str(path), "kind": error.kind, "reason": error.reason})
+                skipped.append({"source": str(path), "kind": error[0], "reason": error[1]})
                 bad.add(name)
     if bad and len(bad) == len(pairing.names):
         first = skipped[0]

@@ -45,13 +45,19 @@ class MediaFiles:
             raise
 
 
-def unusable(path: Path, settings: EvalSettings, video: bool, audio: bool) -> MediaError | None:
-    """Why ``path`` cannot give the streams the metrics read (decoded whole, small, so a truncated
-    file or junk bytes show), or None when it can."""
+def unusable(path: Path, settings: EvalSettings, video: bool, audio: bool,
+             min_frames: int = 0) -> tuple[str, str] | None:
+    """``(kind, reason)`` when ``path`` cannot give the streams the metrics read, or fewer than
+    ``min_frames`` frames (decoded whole and small, so a truncated file or junk bytes show); None
+    when it can."""
     try:
-        read_media(path, fps=settings.fps, sample_rate=settings.sample_rate, size=PROBE_SIZE, video=video, audio=audio)
+        media = read_media(path, fps=settings.fps, sample_rate=settings.sample_rate, size=PROBE_SIZE, video=video,
+                           audio=audio)
     except MediaError as exc:
-        return exc
+        return exc.kind, exc.reason
+    if media.frames is not None and len(media.frames) < min_frames:
+        return "too_short", (f"{len(media.frames)} frame(s) at {settings.fps:g} fps; FVD/KVD use the first "
+                             f"{min_frames} (lower --fvd-frames or drop fvd,kvd)")
     return None
 
 
