@@ -7,13 +7,14 @@ from pathlib import Path
 
 import pytest
 
+from cmmd.assets import DEMO_CHECKPOINT
 from cmmd.cli import main
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 DEMO = str(CONFIGS / "demo_tiny.yaml")
 
 # (verb prefix of the error line, argv with {tmp} for a scratch folder, {media} for a folder of one clip,
-#  {empty} for an empty folder, a piece of the message)
+#  {empty} for an empty folder, {ckpts} for junk and truncated checkpoint files, a piece of the message)
 BAD_COMMAND_LINES = [
     ("cmmd synth", ["synth", "{tmp}/s", "--n", "-3"], "-3"),
     ("cmmd synth", ["synth", "{tmp}/s", "--size", "63"], "even"),
@@ -32,6 +33,8 @@ BAD_COMMAND_LINES = [
     ("cmmd train", ["train", DEMO, "steps=ten"], "steps"),
     ("cmmd generate", ["generate", "{tmp}/ckpt", "{media}", "--mode", "v2a", "--steps", "0"], "--steps"),
     ("cmmd generate", ["generate", "{tmp}/ckpt", "--mode", "sideways"], "invalid choice"),
+    ("cmmd generate", ["generate", "{ckpts}/junk.safetensors", "{media}", "--mode", "v2a"], "junk.safetensors"),
+    ("cmmd generate", ["generate", "{ckpts}/cut.safetensors", "{media}", "--mode", "v2a"], "cut.safetensors"),
     ("cmmd evaluate", ["evaluate", "{tmp}/nowhere", "{media}"], "does not exist"),
     ("cmmd evaluate", ["evaluate", "{empty}", "{media}"], "no media files"),
     ("cmmd evaluate", ["evaluate", "{media}", "{media}", "--boot", "-1"], "boot"),
@@ -75,14 +78,17 @@ def folders(tmp_path_factory: pytest.TempPathFactory, noise_clip) -> dict[str, P
     (root / "empty").mkdir()
     frames, audio = noise_clip(1.0)
     write_media(root / "media" / "clip.mp4", frames, audio, 10, 16000)
-    return {"media": root / "media", "empty": root / "empty"}
+    (root / "ckpts").mkdir()
+    (root / "ckpts" / "junk.safetensors").write_bytes(b"junk")
+    (root / "ckpts" / "cut.safetensors").write_bytes(DEMO_CHECKPOINT.read_bytes()[:5000])  # a real one cut short
+    return {"media": root / "media", "empty": root / "empty", "ckpts": root / "ckpts"}
 
 
 @pytest.mark.parametrize(("prefix", "argv", "fragment"), BAD_COMMAND_LINES,
                          ids=[" ".join(a[:3]) + f"#{i}" for i, (_, a, _) in enumerate(BAD_COMMAND_LINES)])
 def test_a_bad_command_line_is_one_line_error(prefix: str, argv: list[str], fragment: str, folders: dict[str, Path],
                                               tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    args = [a.format(tmp=tmp_path, media=folders["media"], empty=folders["empty"]) for a in argv]
+    args = [a.format(tmp=tmp_path, **folders) for a in argv]
     before = sorted(folders["media"].rglob("*"))
     code = main(args)
     captured = capsys.readouterr()
