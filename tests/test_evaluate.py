@@ -249,3 +249,26 @@ def test_evaluate_fails_only_when_no_condition_is_left(bad_media: dict[str, Path
     assert main(["evaluate", str(gen), str(ref), "--metrics", "beat", "--quiet", "--out", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("cmmd evaluate: error: nothing to evaluate: every one of the 2")
+
+
+def test_generate_then_evaluate_on_a_mixed_folder(micro_run: Path, bad_media: dict[str, Path], tmp_path: Path,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    """`cmmd generate CKPT REF --mode v2a --out OUT` on a folder with a broken file, then
+    `cmmd evaluate OUT REF`: the input generate skipped is reported as skipped again (from
+    OUT/failures.jsonl), not as a pairing error, and the rest is evaluated."""
+    ref = tmp_path / "ref"
+    write_benchmark(ref, "impacts", 2, seed=5, duration=1.2, size=16)
+    shutil.copy(bad_media["truncated"], ref / "truncated.mp4")
+    out = tmp_path / "out"
+    assert main(["generate", str(micro_run), str(ref), "--mode", "v2a", "--steps", "2", "--out", str(out)]) == 0
+    assert json.loads((out / "failures.jsonl").read_text())["kind"] == "truncated"
+    capsys.readouterr()
+    assert main(["evaluate", str(out), str(ref), "--out", str(tmp_path / "e"), "--metrics", "beat,sync,offset",
+                 "--boot", "50", "--quiet"]) == 0
+    captured = capsys.readouterr()
+    assert "Traceback" not in captured.err
+    assert f"skipped {ref / 'truncated.mp4'}: [not_generated] cmmd generate skipped it (truncated" in captured.err
+    data = json.loads((tmp_path / "e" / "metrics.json").read_text())
+    assert data["items"]["names"] == ["impacts_00000", "impacts_00001"]
+    assert [row["kind"] for row in data["skipped"]] == ["not_generated"]
+    assert "beat_hit_rate_100ms" in data["metrics"]

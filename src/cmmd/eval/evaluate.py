@@ -87,7 +87,7 @@ def _skip_unusable(pairing: Pairing, metrics: tuple[str, ...], settings: EvalSet
     needs_video = bool(set(metrics) & {*VIDEO_METRICS, "sync"})
     needs_audio = bool(set(metrics) & {"fad", "beat", "sync", "offset"})
     min_frames = settings.fvd_frames if {"fvd", "kvd"} & set(metrics) else 0
-    skipped: list[dict[str, str]] = []
+    skipped = list(pairing.skipped)
     bad: set[str] = set()
     for name in progress_bar(list(pairing.names), "checking", progress):
         for path in pairing.files_of(name):
@@ -96,7 +96,7 @@ def _skip_unusable(pairing: Pairing, metrics: tuple[str, ...], settings: EvalSet
                 skipped.append({"source": str(path), "kind": error[0], "reason": error[1]})
                 bad.add(name)
     if bad and len(bad) == len(pairing.names):
-        first = skipped[0]
+        first = skipped[len(pairing.skipped)]
         raise CmmdError(f"nothing to evaluate: every one of the {len(bad)} condition(s) has an unusable file, "
                         f"e.g. {first['source']}: {first['reason']}")
     return pairing.only(set(pairing.names) - bad), skipped
