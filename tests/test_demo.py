@@ -11,18 +11,51 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_demo_writes_page_metrics_and_media(micro_run: Path, tmp_path: Path) -> None:
+    """metrics.json is what was computed (each table row the summary of the per-clip scores, the
+    shuffled baseline beside each model row), the page shows those numbers, and every mp4 decodes
+    with the clip's frames and an audio track of the same length."""
+    import html
+
+    import numpy as np
+
+    from cmmd.apps.demo import metrics_rows
+    from cmmd.data.media import read_media
+    from cmmd.eval.sync.heldout import TABLE_KEYS, summary
+
     out = tmp_path / "demo"
-    result = run_demo(out, micro_run, DemoSettings(clips=2, steps=2, seconds=2.0))
-    page = (out / "index.html").read_text()
-    assert "shuffled pairs" in page and "impacts_00000_v2a.mp4" in page
+    settings = DemoSettings(clips=2, steps=2, seconds=2.0)
+    result = run_demo(out, micro_run, settings)
     saved = json.loads((out / "metrics.json").read_text())
-    for key in ("v2a", "v2a_shuffled", "a2v", "a2v_shuffled"):
-        f1 = saved["table"][key]["f1"]
-        assert 0.0 <= f1["mean"] <= 1.0 and f1["n"] == 2
-    assert len(result["per_clip"]) == 2
-    for name in ("impacts_00000", "impacts_00001"):
-        for suffix in ("_gt.mp4", "_v2a.mp4", "_a2v.mp4", "_spec.png", "_frames.png"):
-            assert (out / f"{name}{suffix}").is_file()
+    np.testing.assert_equal(saved["table"], json.loads(json.dumps(result["table"], default=float)))  # NaN == NaN
+    names = [row["name"] for row in saved["per_clip"]]
+    assert names == ["impacts_00000", "impacts_00001"]
+    for mode in ("v2a", "a2v"):
+        for key in TABLE_KEYS:
+            values = [row[mode][key] for row in saved["per_clip"]]
+            expected = summary(values)
+            row = saved["table"][mode][key]
+            assert row["n"] == expected["n"] == sum(np.isfinite(v) for v in values), (mode, key)
+            np.testing.assert_equal(row["mean"], expected["mean"], err_msg=f"{mode} {key}")
+            assert set(saved["table"][f"{mode}_shuffled"][key]) == {"mean", "lo", "hi", "n"}
+        assert saved["table"][f"{mode}_shuffled"]["f1"]["n"] == 2  # each clip scored against the other's truth
+        assert 0.0 <= saved["table"][mode]["f1"]["mean"] <= 1.0
+
+    page = (out / "index.html").read_text()
+    assert "shuffled pairs" in page
+    for row in metrics_rows(result):  # the numbers on the page are the saved ones, row by row
+        assert "".join(f"<td>{html.escape(c)}</td>" for c in row) in page
+    for clip in saved["per_clip"]:
+        assert f"{clip['name']}: v->a F1 {clip['v2a']['f1']:.2f}, a->v F1 {clip['a2v']['f1']:.2f}" in page
+
+    frames = round(settings.seconds * 10)
+    for name in names:
+        for suffix in ("_gt.mp4", "_v2a.mp4", "_a2v.mp4"):
+            media = read_media(out / f"{name}{suffix}", fps=10, sample_rate=16000)
+            assert media.frames is not None and media.frames.shape[0] == frames, (name, suffix)
+            assert media.audio is not None and abs(len(media.audio) - frames * 1600) <= 1600, (name, suffix)
+            assert f'src="{name}{suffix}"' in page
+        for suffix in ("_spec.png", "_frames.png"):
+            assert (out / f"{name}{suffix}").stat().st_size > 0 and f'src="{name}{suffix}"' in page
 
 
 def test_shipped_checkpoint_sounds_the_impacts_of_held_out_videos(tmp_path: Path) -> None:

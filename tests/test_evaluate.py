@@ -152,8 +152,10 @@ def test_bad_clips_give_clear_errors_or_nan(tmp_path: Path, nets: dict[str, obje
     assert m["beat_gen_precision_100ms"]["n_dropped"] == 3  # no beat tracked in silence: NaN, dropped
     assert m["av_offset_ms"]["n_dropped"] == 3 and np.isnan(m["av_offset_ms"]["point"])
     write_media(gen / "c1.mp4", frames[:1], np.zeros(1600, dtype=np.float32), 10, 16_000, overwrite=True)
-    with pytest.raises(CmmdError, match=r"c1\.mp4: 1 frame\(s\)"):
-        evaluate(gen, ref, EvalSettings(metrics=("fvd",), **FAST), progress=False, **nets)
+    result = evaluate(gen, ref, EvalSettings(metrics=("fvd",), **FAST), progress=False, **nets)
+    assert result["items"]["names"] == ["c0", "c2"]
+    assert [(s["source"], s["kind"]) for s in result["skipped"]] == [(str(gen / "c1.mp4"), "too_short")]
+    assert "1 frame(s) at 10 fps" in result["skipped"][0]["reason"]
 
 
 def test_audio_only_folders_skip_video_metrics_or_refuse_them(tmp_path: Path, nets: dict[str, object]) -> None:
@@ -189,3 +191,84 @@ def test_cli_evaluate_and_compare(bench: dict[str, Path], tmp_path: Path, capsys
     assert "need at least 6" in next(line for line in table.splitlines() if line.startswith("sync_v2a_f1 "))
     assert main(["evaluate", str(bench["ref"]), str(tmp_path), "--quiet"]) == 2
     assert "no media files" in capsys.readouterr().err
+
+
+@pytest.fixture
+def mixed_folders(tmp_path: Path, bad_media: dict[str, Path], noise_clip) -> tuple[Path, Path]:
+    """ref: six good clips c0..c5 and the bad kinds by name; gen: the same names, good for c0..c5,
+    and for three conditions the bad file is on the reference side instead (good generated file)."""
+    ref, gen = tmp_path / "ref", tmp_path / "gen"
+    ref.mkdir()
+    gen.mkdir()
+    for i in range(6):
+        frames, audio = noise_clip(2.0, seed=i)
+        write_media(ref / f"c{i}.mp4", frames, audio, 10, 16_000)
+        write_media(gen / f"c{i}.mp4", frames, audio[::-1].copy(), 10, 16_000)
+    frames, audio = noise_clip(2.0, seed=9)
+    ref_side = {"zero_byte", "no_audio", "unknown_codec"}
+    for kind, path in bad_media.items():
+        if kind in ("silent", "too_short"):
+            continue  # usable for evaluation (silence is scored, too short is only short)
+        bad_dir, good_dir = (ref, gen) if kind in ref_side else (gen, ref)
+        shutil.copy(path, bad_dir / path.name)
+        write_media(good_dir / f"{path.stem}.mp4", frames, audio, 10, 16_000)
+    return gen, ref
+
+
+SKIPPED_KINDS = {"zero_byte": "empty", "corrupt": "unreadable", "truncated": "truncated", "no_audio": "no_audio",
+                 "no_video": "no_video", "unknown_codec": "no_decoder"}
+
+
+def test_a_folder_mixing_good_and_bad_files_is_evaluated_with_the_bad_ones_skipped(
+        mixed_folders: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    gen, ref = mixed_folders
+    out = tmp_path / "eval"
+    code = main(["evaluate", str(gen), str(ref), "--metrics", "beat,offset", "--boot", "50", "--quiet",
+                 "--out", str(out)])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    rows = [json.loads(line) for line in (out / "failures.jsonl").read_text().splitlines()]
+    assert {Path(r["source"]).stem: r["kind"] for r in rows} == SKIPPED_KINDS
+    for r in rows:  # named on the side where it is bad, with its reason printed
+        assert f"skipped {r['source']}: [{r['kind']}] {r['reason']}" in captured.err
+    assert Path(next(r for r in rows if r["kind"] == "no_audio")["source"]).parent == ref
+    data = json.loads((out / "metrics.json").read_text())
+    assert data["items"]["names"] == [f"c{i}" for i in range(6)]
+    assert data["metrics"]["beat_hit_rate_100ms"]["n"] + data["metrics"]["beat_hit_rate_100ms"]["n_dropped"] == 6
+    assert "6 condition(s) evaluated, 6 file(s) skipped" in captured.out
+
+
+def test_evaluate_fails_only_when_no_condition_is_left(bad_media: dict[str, Path], tmp_path: Path,
+                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    gen, ref = tmp_path / "gen", tmp_path / "ref"
+    gen.mkdir()
+    ref.mkdir()
+    for kind in ("corrupt", "truncated"):
+        shutil.copy(bad_media[kind], gen / bad_media[kind].name)
+        shutil.copy(bad_media["silent"], ref / bad_media[kind].name)
+    assert main(["evaluate", str(gen), str(ref), "--metrics", "beat", "--quiet", "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("cmmd evaluate: error: nothing to evaluate: every one of the 2")
+
+
+def test_generate_then_evaluate_on_a_mixed_folder(micro_run: Path, bad_media: dict[str, Path], tmp_path: Path,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    """`cmmd generate CKPT REF --mode v2a --out OUT` on a folder with a broken file, then
+    `cmmd evaluate OUT REF`: the input generate skipped is reported as skipped again (from
+    OUT/failures.jsonl), not as a pairing error, and the rest is evaluated."""
+    ref = tmp_path / "ref"
+    write_benchmark(ref, "impacts", 2, seed=5, duration=1.2, size=16)
+    shutil.copy(bad_media["truncated"], ref / "truncated.mp4")
+    out = tmp_path / "out"
+    assert main(["generate", str(micro_run), str(ref), "--mode", "v2a", "--steps", "2", "--out", str(out)]) == 0
+    assert json.loads((out / "failures.jsonl").read_text())["kind"] == "truncated"
+    capsys.readouterr()
+    assert main(["evaluate", str(out), str(ref), "--out", str(tmp_path / "e"), "--metrics", "beat,sync,offset",
+                 "--boot", "50", "--quiet"]) == 0
+    captured = capsys.readouterr()
+    assert "Traceback" not in captured.err
+    assert f"skipped {ref / 'truncated.mp4'}: [not_generated] cmmd generate skipped it (truncated" in captured.err
+    data = json.loads((tmp_path / "e" / "metrics.json").read_text())
+    assert data["items"]["names"] == ["impacts_00000", "impacts_00001"]
+    assert [row["kind"] for row in data["skipped"]] == ["not_generated"]
+    assert "beat_hit_rate_100ms" in data["metrics"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import errno
 import hashlib
 import json
 import re
@@ -190,3 +191,51 @@ def test_item_keys_are_stable_unique_and_safe() -> None:
     assert len(set(keys)) == len(keys)
     assert keys[:2] == ["a.mp4", "a.mkv"] and keys[3] == "dir__b_c.mp4" and keys[5] == "x__y.mp4"
     assert all(re.fullmatch(r"[A-Za-z0-9._-]+", k) for k in keys)
+
+
+def _fill_the_disk_in_index(monkeypatch: pytest.MonkeyPatch) -> None:
+    import cmmd.data.prepare as prepare
+
+    real_writer = prepare.csv.writer
+
+    class HalfWriter:
+        def __init__(self, fh) -> None:
+            self.inner = real_writer(fh)
+
+        def writerow(self, row) -> None:
+            self.inner.writerow(row)
+
+        def writerows(self, rows) -> None:
+            self.inner.writerows(list(rows)[:1])
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(prepare.csv, "writer", HalfWriter)
+
+
+def _fill_the_disk_in_mel_stats(monkeypatch: pytest.MonkeyPatch) -> None:
+    def half_save(self, path) -> None:
+        Path(path).write_text('{"mean": [0.1, ')
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(MelStats, "save", half_save)
+
+
+@pytest.mark.parametrize("target", ["index.csv", "mel_stats.json"])
+def test_a_full_disk_while_writing_the_index_or_mel_stats_leaves_nothing_a_rerun_would_trust(
+        target: str, src_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    src, out = tmp_path / "few", tmp_path / "out"
+    src.mkdir()
+    shutil.copy(src_dir / "good.mp4", src / "good.mp4")
+    prepare_dataset(src, out, workers=1, progress=False)  # a previous run's index and stats, of one item
+    shutil.copy(src_dir / "sub" / "other.mkv", src / "other.mkv")
+    {"index.csv": _fill_the_disk_in_index, "mel_stats.json": _fill_the_disk_in_mel_stats}[target](monkeypatch)
+    with pytest.raises(CmmdError, match=rf"no space left on device while writing \S*{re.escape(target)}; free space"):
+        prepare_dataset(src, out, workers=1, progress=False)
+    assert not (out / target).exists() and not (out / "mel_stats.json").exists()  # neither stale nor half written
+    assert not list(out.glob("*.tmp"))
+    monkeypatch.undo()
+    summary = prepare_dataset(src, out, workers=1, progress=False)
+    assert (summary.ok, summary.skipped, summary.clips) == (0, 2, 4)
+    clean = prepare_dataset(src, tmp_path / "clean", workers=1, progress=False).out_dir
+    for name in ("index.csv", "mel_stats.json"):
+        assert (out / name).read_bytes() == (clean / name).read_bytes()

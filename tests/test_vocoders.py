@@ -4,6 +4,7 @@ training (a step lowers the loss, checkpoints, exact resume), and mel/vocoder mi
 from __future__ import annotations
 
 import json
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -253,7 +254,7 @@ def test_train_vocoder_checkpoints_resumes_exactly_and_loads(audio_dir: Path, tm
 def test_audio_pool_skips_bad_files_and_reads_prepared_shards(audio_dir: Path, prepared_impacts: Path,
                                                               tmp_path: Path) -> None:
     pool = AudioPool(audio_dir, 16000, tmp_path / "cache", progress=False)
-    assert sorted(Path(f).name for f, _ in pool.failures) == ["broken.mp3", "silent.wav"]
+    assert sorted(Path(f.source).name for f in pool.failures) == ["broken.mp3", "silent.wav"]
     assert len(pool.train) == 1 and len(pool.held_out) == 1
     batch = pool.batch(0, 7, 3, 16000)  # longer than the file: zero-padded
     assert batch.shape == (3, 16000) and torch.equal(batch, pool.batch(0, 7, 3, 16000))
@@ -294,3 +295,29 @@ def test_cli_vocoder_train_and_test(audio_dir: Path, tmp_path: Path, capsys: pyt
     assert main(["vocoder", "test", str(audio_dir / "a.wav"), "--vocoder", "griffinlim"]) == 0
     assert main(["vocoder", "train", str(tmp_path / "missing"), "--out", str(tmp_path / "r2")]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_cli_vocoder_train_skips_bad_files_of_a_mixed_folder(bad_media: dict[str, Path], tmp_path: Path,
+                                                              capsys: pytest.CaptureFixture) -> None:
+    src, run = tmp_path / "mixed", tmp_path / "run"
+    write_wav(src / "good.wav", tone(0.6))
+    for path in bad_media.values():
+        shutil.copy(path, src / path.name)
+    assert main(["vocoder", "train", str(src), "--out", str(run), "--steps", "1", "--segment-seconds", "0.25",
+                 "--batch-size", "1", "--channels", "32", "--disc-width", "0.0625", "--device", "cpu",
+                 "--no-progress"]) == 0
+    err = capsys.readouterr().err
+    rows = [json.loads(line) for line in (run / "failures.jsonl").read_text().splitlines()]
+    # no_video, unknown_codec (its audio decodes) and too_short (0.5 s is enough audio) are usable here
+    assert {Path(r["source"]).name: r["kind"] for r in rows} == {
+        "zero_byte.mp4": "empty", "corrupt.mp4": "unreadable", "truncated.mp4": "truncated",
+        "no_audio.mp4": "no_audio", "silent.mp4": "silent"}
+    for r in rows:
+        assert f"skipped {r['source']}: [{r['kind']}] {r['reason']}" in err
+    assert "cmmd vocoder train: 4 audio file(s) used, 5 skipped" in err
+    only_bad = tmp_path / "only_bad"
+    only_bad.mkdir()
+    shutil.copy(bad_media["corrupt"], only_bad)
+    assert main(["vocoder", "train", str(only_bad), "--out", str(tmp_path / "r2"), "--no-progress"]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert lines[-1].startswith("cmmd vocoder: error: no usable audio under") and "corrupt.mp4" in lines[-1]

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+from typing import NoReturn
 
 from cmmd.config import ConfigError
 from cmmd.errors import CmmdError
@@ -31,9 +32,25 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
+class UsageError(Exception):
+    """A command line argparse refuses; ``prog`` is the (sub)command it belongs to."""
+
+    def __init__(self, prog: str, message: str) -> None:
+        super().__init__(message)
+        self.prog = prog
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """Usage errors become one line like every other error (``main`` prints them), not argparse's
+    usage block; nested sub-commands inherit this class."""
+
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(self.prog, message)
+
+
 def build_parser(argv: list[str]) -> argparse.ArgumentParser:
     """Top-level parser; only the requested verb's module is imported to add its flags."""
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="cmmd", description="Contrastive multi-modal diffusion for video <-> audio generation."
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -49,11 +66,16 @@ def build_parser(argv: list[str]) -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     parser = build_parser(argv)
-    args, extra = parser.parse_known_args(argv)
-    if extra:  # argparse takes positionals once: key=value after a flag (`train C.yaml --resume steps=9`)
-        if not hasattr(args, "overrides") or any(a.startswith("-") or "=" not in a for a in extra):
-            parser.error(f"unrecognized arguments: {' '.join(extra)}")
-        args.overrides += extra
+    try:
+        args, extra = parser.parse_known_args(argv)
+        if extra:  # argparse takes positionals once: key=value after a flag (`train C.yaml --resume steps=9`)
+            if not hasattr(args, "overrides") or any(a.startswith("-") or "=" not in a for a in extra):
+                verb = f"cmmd {args.command}" if getattr(args, "command", None) else "cmmd"
+                raise UsageError(verb, f"unrecognized arguments: {' '.join(extra)}")
+            args.overrides += extra
+    except UsageError as exc:
+        print(f"{exc.prog}: error: {exc} (see `{exc.prog} --help`)", file=sys.stderr)
+        return 2
     if not getattr(args, "command", None):
         parser.print_help()
         return 2

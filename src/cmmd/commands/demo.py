@@ -26,7 +26,28 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="cpu")
 
 
+def check_arguments(args: argparse.Namespace) -> None:
+    """Refuse arguments that cannot work, before any training or sampling, with one line naming the flag."""
+    from cmmd.errors import CmmdError
+
+    if args.clips < 1:
+        raise CmmdError(f"--clips must be >= 1, got {args.clips}")
+    if args.steps < 1:
+        raise CmmdError(f"--steps must be >= 1, got {args.steps}")
+    if not args.minutes > 0:
+        raise CmmdError(f"--minutes must be > 0, got {args.minutes}")
+    if not args.guidance >= 0:
+        raise CmmdError(f"--guidance must be >= 0, got {args.guidance}")
+    if args.seed < 0:
+        raise CmmdError(f"--seed must be >= 0, got {args.seed}")
+    if args.checkpoint is not None and not args.checkpoint.exists():
+        raise CmmdError(f"--checkpoint {args.checkpoint} does not exist")
+    if args.out.exists() and not args.out.is_dir():
+        raise CmmdError(f"--out {args.out} is a file, not a folder")
+
+
 def run(args: argparse.Namespace) -> int:
+    check_arguments(args)
     from cmmd.apps.demo import DemoSettings, print_metrics, run_demo, train_demo_model
     from cmmd.assets import DEMO_CHECKPOINT
 

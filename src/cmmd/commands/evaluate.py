@@ -11,6 +11,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from cmmd.data.failures import Skipped, write_failures
 from cmmd.errors import CmmdError
 from cmmd.eval.embedders import DEFAULT_CREPE_HOP
 from cmmd.eval.evaluate import METRICS, EvalSettings, evaluate, write_metrics
@@ -18,10 +19,17 @@ from cmmd.eval.i3d import FVD_FRAMES
 from cmmd.eval.report import metric_rows, write_report
 from cmmd.weights import CACHE_ENV
 
+EPILOG = """Files that cannot be used (unreadable, truncated, junk bytes, no video stream where a video
+metric needs one, no audio where an audio metric needs it) are skipped with their condition,
+on either side: listed by name and reason here and in OUT/failures.jsonl; the other conditions
+are evaluated. The exit status is non-zero only when no condition is left to evaluate."""
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Flags of ``cmmd evaluate``; defaults are ``EvalSettings``'s."""
     d = EvalSettings()
+    parser.epilog = EPILOG
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
     parser.add_argument("generated", metavar="GENERATED", help="folder of generated clips: <name>.mp4 or "
                         "<name>__g<k>.mp4 (k-th generation of condition <name>); mp4/mkv/mov/webm/avi/wav/flac/...")
     parser.add_argument("reference", metavar="REFERENCE", help="folder of reference clips <name>.<ext>, optionally "
@@ -58,8 +66,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
+def check_arguments(args: argparse.Namespace) -> None:
+    """Refuse flags no evaluation could use, before any file is read, with one line naming the flag."""
+    positive = {"--fps": args.fps, "--sample-rate": args.sample_rate, "--crepe-hop": args.crepe_hop,
+                "--sync-tolerance": args.sync_tolerance, "--batch-size": args.batch_size}
+    for flag, value in positive.items():
+        if not value > 0:
+            raise CmmdError(f"{flag} must be > 0, got {value}")
+    if args.seed < 0:
+        raise CmmdError(f"--seed must be >= 0, got {args.seed}")
+    out = Path(args.out) if args.out else None
+    if out is not None and out.exists() and not out.is_dir():
+        raise CmmdError(f"--out {out} is a file, not a folder")
+
+
 def run(args: argparse.Namespace) -> int:
-    """Evaluate, write metrics.json and the reports, print the table."""
+    """Evaluate, write metrics.json, failures.jsonl and the reports, print the table."""
+    check_arguments(args)
     explicit = args.metrics is not None
     metrics = tuple(m.strip() for m in args.metrics.split(",") if m.strip()) if explicit else METRICS
     settings = EvalSettings(
@@ -70,8 +93,10 @@ def run(args: argparse.Namespace) -> int:
     )
     result = evaluate(args.generated, args.reference, settings, explicit_metrics=explicit, progress=not args.quiet)
     out = Path(args.out) if args.out else Path(args.generated) / "evaluation"
+    skipped = [Skipped(**row) for row in result["skipped"]]
     try:
         metrics_path = write_metrics(result, out / "metrics.json")
+        listing = write_failures(skipped, out / "failures.jsonl")
         md, html = write_report(result, out)
     except OSError as exc:
         raise CmmdError(f"cannot write the results to {out} ({exc}); choose another folder with --out") from None
@@ -80,6 +105,10 @@ def run(args: argparse.Namespace) -> int:
         print(f"{name:{width}s}  {value:36s} n={n:8s} {baseline}")
     for note in result["notes"]:
         print(f"note: {note}", file=sys.stderr)
+    for failure in skipped:
+        print(f"cmmd evaluate: skipped {failure.line()}", file=sys.stderr)
+    print(f"cmmd evaluate: {len(result['items']['names'])} condition(s) evaluated, {len(skipped)} file(s) skipped"
+          + (f" (listed in {listing})" if skipped else ""))
     print(f"cmmd evaluate: {metrics_path}, {md.name}, {html.name} in {out} "
           f"(cache hits {result['cache']['hits']}, misses {result['cache']['misses']})")
     return 0

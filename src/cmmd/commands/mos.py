@@ -62,6 +62,12 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _create(args: argparse.Namespace) -> int:
+    if args.attention_checks < 0:
+        raise CmmdError(f"--attention-checks must be >= 0, got {args.attention_checks}")
+    if args.clips_per_rater is not None and args.clips_per_rater < 1:
+        raise CmmdError(f"--clips-per-rater must be >= 1, got {args.clips_per_rater}")
+    if args.seed < 0:
+        raise CmmdError(f"--seed must be >= 0, got {args.seed}")
     study = create_study(
         args.study_dir, parse_systems(args.systems), load_questions(args.questions),
         attention_checks=args.attention_checks, seed=args.seed, ground_truth=args.ground_truth,
@@ -75,6 +81,10 @@ def _create(args: argparse.Namespace) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
+    if not 0 < args.port < 65536:
+        raise CmmdError(f"--port must be 1-65535, got {args.port}")
+    if args.admin_token is not None and len(args.admin_token) < 8:
+        raise CmmdError("--admin-token must be at least 8 characters")
     try:
         import uvicorn
 
@@ -83,10 +93,6 @@ def _serve(args: argparse.Namespace) -> int:
         raise CmmdError(f"serving needs the 'mos' extra ({exc.name} is missing): pip install -e '.[mos]'") from None
     load_study(args.study_dir)
     token = args.admin_token or secrets.token_urlsafe(16)
-    if len(token) < 8:
-        raise CmmdError("--admin-token must be at least 8 characters")
-    if not 0 < args.port < 65536:
-        raise CmmdError(f"--port must be 1-65535, got {args.port}")
     app = create_app(Path(args.study_dir), token)
     print(f"cmmd mos serve: raters open {url(args.host, args.port)}")
     print(f"cmmd mos serve: admin view (token shown only now): {url(args.host, args.port, f'/admin?token={token}')}",

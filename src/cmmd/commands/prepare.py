@@ -21,6 +21,9 @@ HELP = "turn a folder of videos into training shards"
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Flags of ``cmmd prepare``; defaults are the paper's 64x64 comparison setting."""
     defaults = PrepareSettings()
+    parser.epilog = ("A video that cannot be used (unreadable, truncated, no video or audio stream, silent, shorter "
+                     "than one clip) is skipped and listed with its reason, here and in OUT_DIR/failures.jsonl; the "
+                     "others are prepared. The exit status is non-zero only when no item is usable.")
     parser.add_argument("src_dir", metavar="SRC_DIR", help="folder searched recursively for video files (read only)")
     parser.add_argument("out_dir", metavar="OUT_DIR", help="output folder for the shards (created; must not be "
                         "inside SRC_DIR)")

@@ -21,6 +21,7 @@ import time
 
 from cmmd.commands.config_flags import Shortcut, add_config_arguments, shortcut_overrides
 from cmmd.config import load_config
+from cmmd.errors import CmmdError
 from cmmd.train.vae import VaeTrainConfig
 
 HELP = "train or test the small video VAE (latent codec)"
@@ -94,6 +95,8 @@ def _test(args: argparse.Namespace) -> int:
     from cmmd.video.loading import load_video_codec
     from cmmd.train.vae import FramePool
 
+    if args.frames < 1:
+        raise CmmdError(f"--frames must be >= 1, got {args.frames}")
     codec = load_video_codec(args.codec, args.device)
     frames = FramePool(args.data, codec.downsampling).held_out_frames(args.frames)
     start = time.perf_counter()

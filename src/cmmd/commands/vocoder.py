@@ -17,9 +17,11 @@ from __future__ import annotations
 
 import argparse
 import time
+from pathlib import Path
 
 from cmmd.commands.config_flags import Shortcut, add_config_arguments, shortcut_overrides
 from cmmd.config import load_config
+from cmmd.errors import CmmdError
 from cmmd.train.vocoder import VocoderTrainConfig
 
 HELP = "train or test a neural vocoder (mel -> waveform)"
@@ -44,7 +46,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
     tr = sub.add_parser("train", help="train a GAN vocoder on a folder of audio",
                         description="Train a MelGAN vocoder with HiFi-GAN's discriminators and losses on random "
-                                    "segments of every audio/video file under AUDIO_DIR (or a `cmmd prepare` output).")
+                                    "segments of every audio/video file under AUDIO_DIR (or a `cmmd prepare` output). "
+                                    "A file that cannot be used (unreadable, no audio, silent) is skipped and listed "
+                                    "with its reason, here and in OUT/failures.jsonl; the exit status is non-zero "
+                                    "only when no file is usable.")
     tr.add_argument("audio_dir", metavar="AUDIO_DIR", help="folder of wav/flac/mp3/mp4/... files, searched recursively")
     tr.add_argument("--out", required=True, help="run directory (checkpoints/, audio_cache/, log.csv)")
     add_config_arguments(tr, SHORTCUTS, VocoderTrainConfig(audio_dir="", out_dir=""))
@@ -89,10 +94,23 @@ def config_from_args(args: argparse.Namespace) -> VocoderTrainConfig:
     return load_config(VocoderTrainConfig, args.config, overrides + shortcut_overrides(args, SHORTCUTS))
 
 
+def check_train_arguments(args: argparse.Namespace, cfg: VocoderTrainConfig) -> None:
+    """Refuse a train command line that cannot work, before anything is read or written."""
+    cfg.validate()
+    src, out = Path(args.audio_dir), Path(args.out)
+    if not src.is_dir():
+        raise CmmdError(f"AUDIO_DIR {src} does not exist or is not a folder")
+    if out.resolve() == src.resolve() or src.resolve() in out.resolve().parents:
+        raise CmmdError(f"--out {out} is inside AUDIO_DIR {src}; choose a run folder outside your data")
+    if out.exists() and not out.is_dir():
+        raise CmmdError(f"--out {out} is a file, not a folder")
+
+
 def _train(args: argparse.Namespace) -> int:
     from cmmd.train.vocoder import train_vocoder
 
     cfg = config_from_args(args)
+    check_train_arguments(args, cfg)
     result = train_vocoder(cfg, resume=args.resume, progress=not args.no_progress)
     print(f"cmmd vocoder train: step {result.step}: validation mel L1 {result.val_mel_l1:.3f} nats")
     print(f"cmmd vocoder train: vocoder spec cmmd-gan:{args.out} (checkpoint {result.checkpoint})")
@@ -107,8 +125,9 @@ def _test(args: argparse.Namespace) -> int:
     from cmmd.audio.quality import log_mel_l1, multi_resolution_stft_distance
     from cmmd.audio.vocoders import load_vocoder
     from cmmd.data.media import read_media
-    from cmmd.errors import CmmdError
 
+    if args.seconds is not None and not args.seconds > 0:
+        raise CmmdError(f"--seconds must be > 0, got {args.seconds}")
     if args.write and not args.write.lower().endswith(".wav"):
         raise CmmdError(f"--write {args.write}: only .wav files are written")
     vocoder = load_vocoder(args.vocoder, args.device)

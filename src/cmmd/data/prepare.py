@@ -39,6 +39,7 @@ import numpy as np
 from tqdm import tqdm
 
 from cmmd.conventions import FPS, SAMPLE_RATE, seconds_to_frames
+from cmmd.data.failures import failures_text
 from cmmd.data.media import MediaError, read_media
 from cmmd.errors import CmmdError
 
@@ -178,6 +179,8 @@ def prepare_dataset(
     _claim_settings(out, src_real, settings)
 
     paths = find_videos(src)
+    if not paths:
+        raise CmmdError(f"no video files in {src} ({', '.join(sorted(VIDEO_SUFFIXES))}); nothing to prepare")
     sources = [p.relative_to(src).as_posix() for p in paths]
     jobs = [(str(p), s, item_key(s), str(out / "items" / item_key(s)), settings) for p, s in zip(paths, sources)]
     summary = PrepareSummary(out_dir=out, workers=workers)
@@ -200,13 +203,15 @@ def prepare_dataset(
             bar.update()
     summary.wall_seconds = time.perf_counter() - start
     summary.failures.sort(key=lambda r: r.source)
-    _write_text(out / "failures.jsonl", "".join(
-        json.dumps({"source": f.source, "kind": f.kind, "reason": f.reason}) + "\n" for f in summary.failures))
+    _write_text(out / "failures.jsonl", failures_text(summary.failures))
     metas = load_item_metas(out)
     if not metas:
         raise CmmdError(f"no usable items in {src}: {len(jobs)} video file(s) found, {len(summary.failures)} "
                         f"failed (see {out / 'failures.jsonl'})")
     start = time.perf_counter()
+    # A failed write (full disk) must not leave the previous run's index beside this run's items.
+    for stale in ("index.csv", "mel_stats.json"):
+        (out / stale).unlink(missing_ok=True)
     summary.clips = write_index(out, metas, settings)
     write_mel_stats(out, metas)
     summary.stats_seconds = time.perf_counter() - start
@@ -330,12 +335,10 @@ def write_index(out: Path, metas: dict[str, dict[str, Any]], settings: PrepareSe
         for k in range(meta["num_frames"] // settings.clip_frames):
             start = k * settings.clip_frames / settings.fps
             rows.append((key, meta["source"], f"{start:.6g}", f"{settings.clip_frames / settings.fps:.6g}"))
-    tmp = out / "index.csv.tmp"
-    with open(tmp, "w", newline="") as fh:
+    with _replacing(out / "index.csv") as tmp, open(tmp, "w", newline="") as fh:
         writer = csv.writer(fh)
         writer.writerow(("key", "source", "start", "length"))
         writer.writerows(rows)
-    os.replace(tmp, out / "index.csv")
     return len(rows)
 
 
@@ -353,9 +356,8 @@ def write_mel_stats(out: Path, metas: dict[str, dict[str, Any]]) -> None:
             yield log_mel(wave, meta["sample_rate"])
 
     stats = MelStats.compute(mels())
-    tmp = out / "mel_stats.json.tmp"
-    stats.save(tmp)
-    os.replace(tmp, out / "mel_stats.json")
+    with _replacing(out / "mel_stats.json") as tmp:
+        stats.save(tmp)
 
 
 def _write_npy(path: Path, array: np.ndarray) -> None:

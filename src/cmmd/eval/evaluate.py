@@ -27,6 +27,10 @@ one stage module each under :mod:`cmmd.eval.stages`:
 * ``offset`` (:mod:`~cmmd.eval.stages.offset`): audio-video offset of each generated clip, with
   the reference clips' offsets as baseline.
 
+A condition with an unusable file on either side (unreadable, truncated, junk bytes, missing the
+stream a requested metric reads) is left out and listed in ``skipped`` (source, kind, reason);
+only when no condition is left is it an error.
+
 Per-item values are the mean over a condition's K generations; they are what ``cmmd compare``
 tests with the Wilcoxon signed-rank test. NaN per-item values (no beats in a clip, no matched
 events, no visible or audible change for the offset) are dropped from the CI and counted as
@@ -47,7 +51,7 @@ from cmmd.errors import CmmdError
 from cmmd.eval.embedders import AudioEmbedder, get_embedder
 from cmmd.eval.features import FeatureCache
 from cmmd.eval.i3d import InceptionI3d
-from cmmd.eval.inputs import MediaFiles, progress_bar
+from cmmd.eval.inputs import MediaFiles, progress_bar, unusable
 from cmmd.eval.pairing import Pairing, is_audio_only, pair_folders
 from cmmd.eval.provenance import provenance
 from cmmd.eval.report import json_safe
@@ -76,6 +80,28 @@ def _applicable_metrics(pairing: Pairing, settings: EvalSettings, explicit: bool
             [f"{m}: skipped, {len(audio_only)} audio-only file(s) such as {audio_only[0].name}" for m in wanted])
 
 
+def _skip_unusable(pairing: Pairing, metrics: tuple[str, ...], settings: EvalSettings,
+                   progress: bool) -> tuple[Pairing, list[dict[str, str]]]:
+    """Leave out every condition with a file (reference or generated) that cannot give the streams
+    ``metrics`` read; returns the rest and one ``source, kind, reason`` row per unusable file."""
+    needs_video = bool(set(metrics) & {*VIDEO_METRICS, "sync"})
+    needs_audio = bool(set(metrics) & {"fad", "beat", "sync", "offset"})
+    min_frames = settings.fvd_frames if {"fvd", "kvd"} & set(metrics) else 0
+    skipped = list(pairing.skipped)
+    bad: set[str] = set()
+    for name in progress_bar(list(pairing.names), "checking", progress):
+        for path in pairing.files_of(name):
+            error = unusable(path, settings, needs_video and not is_audio_only(path), needs_audio, min_frames)
+            if error is not None:
+                skipped.append({"source": str(path), "kind": error[0], "reason": error[1]})
+                bad.add(name)
+    if bad and len(bad) == len(pairing.names):
+        first = skipped[len(pairing.skipped)]
+        raise CmmdError(f"nothing to evaluate: every one of the {len(bad)} condition(s) has an unusable file, "
+                        f"e.g. {first['source']}: {first['reason']}")
+    return pairing.only(set(pairing.names) - bad), skipped
+
+
 def evaluate(
     generated: str | Path,
     reference: str | Path,
@@ -95,6 +121,7 @@ def evaluate(
     s = settings or EvalSettings()
     pairing = pair_folders(generated, reference, s.pairwise)
     metrics, notes = _applicable_metrics(pairing, s, explicit_metrics)
+    pairing, skipped = _skip_unusable(pairing, metrics, s, progress)
     files = MediaFiles(s)
     cache = FeatureCache.default(s.cache) if s.use_cache else FeatureCache(None)
     results: dict[str, dict[str, Any]] = {}
@@ -134,6 +161,7 @@ def evaluate(
         "items": {"names": list(pairing.names), "conditions": len(pairing.names),
                   "generations_per_condition": pairing.generations, "sidecars": len(pairing.sidecars)},
         "metrics": results,
+        "skipped": skipped,
         "notes": notes,
         "timings_s": timings,
         "cache": {"hits": cache.hits, "misses": cache.misses, "enabled": cache.root is not None,

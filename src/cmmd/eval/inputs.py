@@ -16,6 +16,7 @@ from cmmd.errors import CmmdError
 from cmmd.eval.settings import EvalSettings
 
 T = TypeVar("T")
+PROBE_SIZE = 16  # frames are decoded this small when only checking that a file is usable
 
 
 class MediaFiles:
@@ -42,6 +43,22 @@ class MediaFiles:
                 raise CmmdError(f"{path}: {exc.reason}; {purpose} needs its "
                                 f"{'video' if exc.kind == 'no_video' else 'audio'} (drop it from --metrics)") from None
             raise
+
+
+def unusable(path: Path, settings: EvalSettings, video: bool, audio: bool,
+             min_frames: int = 0) -> tuple[str, str] | None:
+    """``(kind, reason)`` when ``path`` cannot give the streams the metrics read, or fewer than
+    ``min_frames`` frames (decoded whole and small, so a truncated file or junk bytes show); None
+    when it can."""
+    try:
+        media = read_media(path, fps=settings.fps, sample_rate=settings.sample_rate, size=PROBE_SIZE, video=video,
+                           audio=audio)
+    except MediaError as exc:
+        return exc.kind, exc.reason
+    if media.frames is not None and len(media.frames) < min_frames:
+        return "too_short", (f"{len(media.frames)} frame(s) at {settings.fps:g} fps; FVD/KVD use the first "
+                             f"{min_frames} (lower --fvd-frames or drop fvd,kvd)")
+    return None
 
 
 def with_file(path: Path, fn: Callable[[], T]) -> T:

@@ -5,7 +5,8 @@ generation per condition) or with ``<name>__g<k>.<ext>`` (the k-th of K generati
 by ``cmmd generate``, ordered by ``k``). Extensions need not agree (``.mp4`` against ``.wav`` is
 fine); only the stem counts. Every condition needs the same K (``pairwise`` fixes it), a folder
 may not hold both ``<name>`` and ``<name>__g<k>``, and every name on one side must exist on
-the other. A reference ``<name>.json`` with an ``events`` list is the synthetic benchmark's
+the other, except a reference item that ``cmmd generate`` skipped (listed in the generated
+folder's ``failures.jsonl``): it is left out and reported. A reference ``<name>.json`` with an ``events`` list is the synthetic benchmark's
 sidecar (docs/CONTRACTS.md) and comes along for the model-free metrics.
 """
 
@@ -23,6 +24,7 @@ from cmmd.errors import CmmdError
 MEDIA_SUFFIXES = (".mp4", ".mkv", ".mov", ".webm", ".avi", ".wav", ".flac", ".mp3", ".ogg", ".m4a")
 AUDIO_ONLY_SUFFIXES = (".wav", ".flac", ".mp3", ".ogg", ".m4a")
 GENERATION_PATTERN = re.compile(r"^(?P<name>.+)__g(?P<k>\d+)$")
+FAILURES_FILE = "failures.jsonl"  # written by cmmd generate beside its outputs (cmmd.data.failures)
 MAX_LISTED = 20  # names listed in a pairing error before "... and N more"
 
 
@@ -34,6 +36,7 @@ class Pairing:
     reference: dict[str, Path]
     generated: dict[str, tuple[Path, ...]]
     sidecars: dict[str, dict[str, Any]] = field(default_factory=dict)
+    skipped: tuple[dict[str, str], ...] = ()  # reference files left out: ``source, kind, reason``
 
     @property
     def generations(self) -> int:
@@ -42,7 +45,17 @@ class Pairing:
 
     def paths(self) -> list[Path]:
         """Every file, condition by condition: the reference, then its generations."""
-        return [p for n in self.names for p in (self.reference[n], *self.generated[n])]
+        return [p for n in self.names for p in self.files_of(n)]
+
+    def files_of(self, name: str) -> tuple[Path, ...]:
+        """The reference file of condition ``name``, then its generations."""
+        return (self.reference[name], *self.generated[name])
+
+    def only(self, names: Iterable[str]) -> Pairing:
+        """The same pairing restricted to ``names`` (conditions left out when a file is unusable)."""
+        keep = tuple(n for n in self.names if n in set(names))
+        return Pairing(keep, {n: self.reference[n] for n in keep}, {n: self.generated[n] for n in keep},
+                       {n: m for n, m in self.sidecars.items() if n in keep}, self.skipped)
 
 
 def is_audio_only(path: Path) -> bool:
@@ -81,6 +94,25 @@ def _load_sidecar(path: Path) -> dict[str, Any] | None:
     return meta if isinstance(meta, dict) and isinstance(meta.get("events"), list) else None
 
 
+def _not_generated(gen_dir: Path, ref: dict[str, Path], generated: set[str]) -> list[dict[str, str]]:
+    """Reference items without a generated file that ``cmmd generate`` listed in the generated
+    folder's failures.jsonl (an input it skipped), with its reason; they are left out, not missing."""
+    listing = gen_dir / FAILURES_FILE
+    if not listing.is_file():
+        return []
+    try:
+        rows = [json.loads(line) for line in listing.read_text().splitlines() if line.strip()]
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise CmmdError(f"{listing}: not a readable failures list ({exc})") from None
+    skipped = []
+    for row in rows:
+        name = Path(str(row.get("source", ""))).stem
+        if name in ref and name not in generated:
+            skipped.append({"source": str(ref[name]), "kind": "not_generated",
+                            "reason": f"cmmd generate skipped it ({row.get('reason', 'no reason given')})"})
+    return skipped
+
+
 def pair_folders(generated: str | Path, reference: str | Path, pairwise: int | None = None) -> Pairing:
     """Pair generated with reference items by name (module docstring); a :class:`CmmdError`
     lists what is missing on each side, or which conditions have the wrong number of generations."""
@@ -98,6 +130,8 @@ def pair_folders(generated: str | Path, reference: str | Path, pairwise: int | N
     if both:
         raise CmmdError(f"generated folder {gen_dir} has both <name> and <name>__g<k> files for: {_listing(both)}")
     gen = {**{n: (p,) for n, p in plain.items()}, **{n: tuple(g[k] for k in sorted(g)) for n, g in numbered.items()}}
+    skipped = _not_generated(gen_dir, ref, set(gen))
+    ref = {n: p for n, p in ref.items() if n not in {Path(row["source"]).stem for row in skipped}}
     missing_gen, missing_ref = set(ref) - set(gen), set(gen) - set(ref)
     if missing_gen or missing_ref:
         lines = [f"generated folder {gen_dir} and reference folder {ref_dir} do not pair up by name:"]
@@ -119,4 +153,4 @@ def pair_folders(generated: str | Path, reference: str | Path, pairwise: int | N
         if path.is_file() and (meta := _load_sidecar(path)) is not None:
             sidecars[name] = meta
     names = tuple(sorted(ref))
-    return Pairing(names, ref, {n: gen[n] for n in names}, sidecars)
+    return Pairing(names, ref, {n: gen[n] for n in names}, sidecars, tuple(skipped))

@@ -55,6 +55,7 @@ from cmmd.audio.hifigan import HifiGanGenerator, load_universal_generator
 from cmmd.audio.melgan import MelGanConfig, MelGanGenerator
 from cmmd.audio.mel import MEL_CONFIGS, MelConfig
 from cmmd.audio.vocoders import GENERATOR_FILE, NeuralVocoder, generator_spec
+from cmmd.data.failures import Skipped, write_failures
 from cmmd.data.media import MediaError, read_media
 from cmmd.data.prepare import AUDIO_SCALE, VIDEO_SUFFIXES, item_key
 from cmmd.checkpoint import (
@@ -147,7 +148,7 @@ class AudioPool:
     """Mono int16 waveforms of a folder (decoded once into ``cache``) or of a ``cmmd prepare`` output.
 
     ``train`` and ``held_out`` are lists of int16 arrays (memory-mapped) at ``sample_rate``;
-    ``failures`` lists ``(file, reason)`` of inputs that could not be used.
+    ``failures`` lists the inputs that could not be used, with their reason.
     """
 
     def __init__(self, audio_dir: str | Path, sample_rate: int, cache: Path, progress: bool = True) -> None:
@@ -155,12 +156,14 @@ class AudioPool:
         if not root.is_dir():
             raise CmmdError(f"audio directory {root} does not exist")
         self.sample_rate = sample_rate
-        self.failures: list[tuple[str, str]] = []
+        self.failures: list[Skipped] = []
         prepared = sorted(meta.parent / "audio.npy" for meta in root.glob("items/*/meta.json"))  # complete items
         waves = self._prepared(root, prepared) if prepared else self._decoded(root, cache, progress)
         if not waves:
             raise CmmdError(f"no usable audio under {root} ({len(self.failures)} file(s) failed"
-                            + (f", e.g. {self.failures[0][0]}: {self.failures[0][1]}" if self.failures else "") + ")")
+                            + (f", e.g. {self.failures[0].source}: {self.failures[0].reason}" if self.failures else "")
+                            + ")")
+        self.used = len(waves)
         n_hold = max(1, round(0.05 * len(waves))) if len(waves) >= 2 else 0
         self.train = waves[: len(waves) - n_hold]
         self.held_out = waves[len(waves) - n_hold:] or waves
@@ -189,10 +192,10 @@ class AudioPool:
                 try:
                     audio = read_media(path, sample_rate=self.sample_rate, video=False).audio
                 except MediaError as exc:
-                    self.failures.append((str(path), exc.reason))
+                    self.failures.append(Skipped(str(path), exc.kind, exc.reason))
                     continue
                 if audio is None or len(audio) == 0 or not np.any(np.abs(audio) >= SILENCE_THRESHOLD):
-                    self.failures.append((str(path), "silent or empty audio"))
+                    self.failures.append(Skipped(str(path), "silent", "silent or empty audio"))
                     continue
                 tmp = target.with_name(target.name + f".{os.getpid()}.tmp")
                 with open(tmp, "wb") as fh:
@@ -344,9 +347,11 @@ def train_vocoder(cfg: VocoderTrainConfig, resume: bool = False, progress: bool 
     existing = open_run(run_dir, resume, "--out", "cmmd vocoder train")
     mel = cfg.mel_config
     pool = AudioPool(cfg.audio_dir, mel.sample_rate, run_dir / "audio_cache", progress)
-    if progress:
-        for path, reason in pool.failures:
-            print(f"cmmd vocoder train: skipped {path}: {reason}", file=sys.stderr)
+    listing = write_failures(pool.failures, run_dir / "failures.jsonl")
+    for failure in pool.failures:
+        print(f"cmmd vocoder train: skipped {failure.line()}", file=sys.stderr)
+    print(f"cmmd vocoder train: {pool.used} audio file(s) used, {len(pool.failures)} skipped"
+          + (f" (listed in {listing})" if pool.failures else ""), file=sys.stderr)
     torch.manual_seed(cfg.seed)
     gan = build_gan(cfg).to(device)
     opt_g, opt_d = make_optimizers(gan, cfg)
