@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import cmmd.checkpoint as ckpt
-from cmmd.assets import DEMO_CHECKPOINT
+from cmmd.assets import DEMO_CHECKPOINT, DEMO_VAE
 from cmmd.checkpoint import (
     MANIFEST,
     latest_checkpoint,
@@ -117,9 +117,13 @@ def test_checkpoints_without_a_manifest_fall_back_to_the_safetensors_headers(tmp
     assert "truncated or not a safetensors file" in verify_checkpoint(step)
 
 
-def test_the_shipped_single_file_checkpoint_still_loads() -> None:
-    assert verify_checkpoint(DEMO_CHECKPOINT) is None
-    assert read_info(DEMO_CHECKPOINT).extra["codec"]["name"] == "pixel"
+def test_the_shipped_single_file_checkpoints_load() -> None:
+    """The demo model and the VAE it generates in: intact, and the model records that very VAE."""
+    from cmmd.video.loading import load_video_codec
+
+    assert verify_checkpoint(DEMO_CHECKPOINT) is None and verify_checkpoint(DEMO_VAE) is None
+    record = read_info(DEMO_CHECKPOINT).extra["codec"]
+    assert record["name"] == "cmmd-vae" and record["weights"] == load_video_codec(f"cmmd-vae:{DEMO_VAE}").weights
     assert load_weights(DEMO_CHECKPOINT)
 
 

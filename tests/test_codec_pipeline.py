@@ -257,19 +257,30 @@ def as_old_pixel_checkpoint(src: Path, dst: Path) -> Path:
     return dst
 
 
-def test_shipped_checkpoint_records_its_codec_and_old_pixel_records_still_load(tmp_path: Path) -> None:
-    assert read_info(DEMO_CHECKPOINT).extra["codec"]["name"] == "pixel"
-    old = as_old_pixel_checkpoint(DEMO_CHECKPOINT, tmp_path / "old.safetensors")
+def test_shipped_checkpoint_loads_its_vae_and_old_pixel_records_still_load(
+        prepared_impacts: Path, tmp_path: Path) -> None:
+    """The shipped demo model records the shipped VAE (found beside it, digest-checked); a pixel
+    checkpoint with the bare ``"pixel"`` record older checkpoints carry loads as pixels."""
+    from cmmd.assets import DEMO_VAE
+
+    shipped = Pipeline.from_checkpoint(DEMO_CHECKPOINT)
+    assert isinstance(shipped.codec, CmmdVaeCodec)
+    assert shipped.codec.weights == load_video_codec(f"cmmd-vae:{DEMO_VAE}").weights
+    with pytest.raises(CmmdError, match="sample_rate 16000 there, 22050 here"):
+        Pipeline.from_checkpoint(DEMO_CHECKPOINT, vocoder=GriffinLim(22050))
+    run = tmp_path / "pixel_run"
+    cfg = train_config(prepared_impacts, run, steps=2, video="pixels")
+    cfg.model.overrides = dict(conftest.MICRO_MODEL["overrides"])
+    train(cfg, progress=False)
+    old = as_old_pixel_checkpoint(latest_checkpoint(run) / "ema.safetensors", tmp_path / "old.safetensors")
     extra = read_info(old).extra
     assert extra["codec"] == "pixel" and "mel" not in extra  # as written before codecs were recorded in full
     pipe = Pipeline.from_checkpoint(old)
     assert isinstance(pipe.codec, PixelCodec)
     out = pipe.generate("joint", SamplingSettings(steps=2), num_frames=4)
-    assert out.frames.shape == (1, 4, 32, 32, 3) and out.mel.shape == (1, 80, 25)
+    assert out.frames.shape == (1, 4, 16, 16, 3) and out.mel.shape == (1, 80, 25)
     with pytest.raises(CmmdError, match="sample_rate 16000 there, 22050 here"):
         Pipeline.from_checkpoint(old, vocoder=GriffinLim(22050))
-    with pytest.raises(CmmdError, match="sample_rate 16000 there, 22050 here"):
-        Pipeline.from_checkpoint(DEMO_CHECKPOINT, vocoder=GriffinLim(22050))
 
 
 def test_generate_cli_codec_and_vocoder_flags(latent_run: Path, vae_spec: str, tmp_path: Path,

@@ -58,10 +58,11 @@ def test_demo_writes_page_metrics_and_media(micro_run: Path, tmp_path: Path) -> 
             assert (out / f"{name}{suffix}").stat().st_size > 0 and f'src="{name}{suffix}"' in page
 
 
-def test_shipped_checkpoint_sounds_the_impacts_of_held_out_videos(tmp_path: Path) -> None:
-    """The shipped demo model on 4 held-out clips at twice the training length, 25 DDIM steps:
-    nearly every impact sounded at the right time and pitch, far above the shuffled-pairs chance
-    level (measured: F1 0.94, class accuracy 1.0, shuffled 0.44)."""
+def test_shipped_checkpoint_syncs_held_out_clips_in_both_directions(tmp_path: Path) -> None:
+    """The shipped demo model on 4 TEST clips at twice the training length, 25 DDIM steps: from
+    video, nearly every impact sounded at the right time and pitch; from audio, the ball seen to
+    land at each impact in the right colour; both far above the shuffled-pairs chance level
+    (measured: MEASURED)."""
     import torch
 
     from cmmd.apps.demo import evaluate_sync
@@ -77,9 +78,10 @@ def test_shipped_checkpoint_sounds_the_impacts_of_held_out_videos(tmp_path: Path
         table = evaluate_sync(pipe, tmp_path, names, DemoSettings(clips=4, seconds=3.6, steps=25))["table"]
     finally:
         torch.set_num_threads(threads)
-    f1, chance = table["v2a"]["f1"]["mean"], table["v2a_shuffled"]["f1"]["mean"]
-    assert f1 >= 0.85 and table["v2a"]["class_accuracy"]["mean"] >= 0.9, table["v2a"]
-    assert f1 - chance >= 0.3, (f1, chance)
+    for mode in ("v2a", "a2v"):
+        f1, chance = table[mode]["f1"]["mean"], table[f"{mode}_shuffled"]["f1"]["mean"]
+        assert f1 >= 0.85 and table[mode]["class_accuracy"]["mean"] >= 0.9, (mode, table[mode])
+        assert f1 - chance >= 0.3, (mode, f1, chance)
 
 
 def test_demo_assets_ship_in_the_package_not_the_checkout() -> None:
@@ -90,13 +92,13 @@ def test_demo_assets_ship_in_the_package_not_the_checkout() -> None:
     from importlib.resources import files
 
     import cmmd.apps.demo
-    from cmmd.assets import DEMO_CHECKPOINT, DEMO_CONFIG
+    from cmmd.assets import DEMO_CHECKPOINT, DEMO_CONFIG, DEMO_VAE
 
     package = Path(str(files("cmmd")))
-    for asset in (DEMO_CONFIG, DEMO_CHECKPOINT):
+    for asset in (DEMO_CONFIG, DEMO_CHECKPOINT, DEMO_VAE):
         assert asset.is_file() and asset.parent == package / "assets"
     assert "__file__" not in Path(cmmd.apps.demo.__file__).read_text()
     patterns = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]["cmmd"]
-    for asset in (DEMO_CONFIG, DEMO_CHECKPOINT):
+    for asset in (DEMO_CONFIG, DEMO_CHECKPOINT, DEMO_VAE):
         assert any(asset.relative_to(package).match(p) for p in patterns), (asset, patterns)
     assert (ROOT / "configs" / "demo_tiny.yaml").resolve() == DEMO_CONFIG.resolve()

@@ -247,3 +247,31 @@ def test_shipped_configs_load() -> None:
     wide = load_study_config(root / "study_contrastive_cpu.yaml")
     assert list(wide.systems) == ["cmmd", "ncmmd"] and wide.budget_of("ncmmd").steps == 700
     assert wide.base["model"]["overrides"]["audio_width_mult"] == 2
+
+
+def test_a_study_system_resumes_past_a_torn_checkpoint(prepared_impacts: Path, tmp_path: Path,
+                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    """`cmmd study --resume` trains a system on from its newest intact checkpoint, naming the torn one."""
+    from cmmd.apps.study.config import Budget
+    from cmmd.apps.study.tasks import TrainJob, train_system
+    from cmmd.checkpoint import latest_checkpoint, read_info
+    from cmmd.config import from_dict
+    from cmmd.train.config import TrainConfig
+    from cmmd.train.loop import train
+
+    def config(steps: int) -> TrainConfig:
+        return from_dict(TrainConfig, {"out_dir": str(tmp_path / "run"), "steps": steps, "batch_size": 4,
+                                       "log_every": 2, "checkpoint_every": 2, "keep_checkpoints": 3,
+                                       "data": {"root": str(prepared_impacts), "clip_frames": 8, "num_workers": 0},
+                                       "model": MICRO_MODEL, "optim": {"warmup_steps": 2, "lr": 1e-3}})
+
+    train(config(4), progress=False)
+    torn = latest_checkpoint(tmp_path / "run")
+    assert torn.name == "step_00000004"
+    model = torn / "model.safetensors"
+    model.write_bytes(model.read_bytes()[: model.stat().st_size // 2])
+    job = TrainJob("cmmd", config(6), Budget(steps=6), {"system": "cmmd"}, resume=True)
+    done = train_system(job)
+    printed = capsys.readouterr()
+    assert "from step 2" in printed.out and "step_00000004" in printed.err
+    assert done["steps"] == 6 and read_info(latest_checkpoint(tmp_path / "run")).step == 6

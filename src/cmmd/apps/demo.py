@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from cmmd.assets import DEMO_CONFIG
+from cmmd.assets import DEMO_CONFIG, DEMO_VAE
 from cmmd.conventions import FPS, HOP
 from cmmd.data.media import write_media
 from cmmd.data.splits import TEST, TRAIN, read_clips, write_split_clips
@@ -172,7 +172,8 @@ def run_demo(out_dir: Path, checkpoint: Path, settings: DemoSettings, device: st
 
 
 def train_demo_model(work_dir: Path, minutes: float, n_train: int = 400, overrides: list[str] | None = None) -> Path:
-    """Synthesise the training set, prepare it, and train the demo model for ``minutes``.
+    """Synthesise the training set, prepare it with the shipped VAE's latents (when the config
+    trains on latents), and train the demo model for ``minutes``.
 
     Returns the run directory. The run lives in ``work_dir/run``; an existing one is moved
     aside to ``run.<timestamp>`` rather than overwritten.
@@ -181,12 +182,16 @@ def train_demo_model(work_dir: Path, minutes: float, n_train: int = 400, overrid
     from cmmd.data.prepare import PrepareSettings, prepare_dataset
     from cmmd.train.config import TrainConfig
     from cmmd.train.loop import train
+    from cmmd.video.latents import encode_prepared_dataset
+    from cmmd.video.loading import load_video_codec
 
     cfg = load_config(TrainConfig, DEMO_CONFIG, overrides or [])
     size = 32
     synth_dir, prepared, run_dir = work_dir / "train_clips", work_dir / "prepared", work_dir / "run"
     write_benchmark(synth_dir, "impacts", n_train, seed=TRAIN.seed, duration=3.6, size=size)
     prepare_dataset(synth_dir, prepared, PrepareSettings(size=size, clip_seconds=cfg.data.clip_frames / FPS))
+    if cfg.data.video == "latents":
+        encode_prepared_dataset(prepared, load_video_codec(f"cmmd-vae:{DEMO_VAE}"))
     if run_dir.exists():
         aside = run_dir.with_name(f"run.{time.strftime('%Y%m%d-%H%M%S')}")
         shutil.move(str(run_dir), aside)

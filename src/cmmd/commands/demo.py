@@ -15,9 +15,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help=f"model to demo (default: the shipped {DEMO_CHECKPOINT.name}, or the fresh "
                              "one with --train)")
     parser.add_argument("--train", action="store_true", help="train the tiny model from scratch first")
-    parser.add_argument("--minutes", type=float, default=9.0,
-                        help="training budget for --train (wall clock; data and the demo itself take about 40 s "
-                             "more, so the whole command fits in 10 minutes)")
+    parser.add_argument("--minutes", type=float, default=8.0,
+                        help="training budget for --train (wall clock; data, latents and the demo itself take "
+                             "about a minute more, so the whole command fits in 10 minutes)")
     parser.add_argument("--clips", type=int, default=8, help="held-out clips to generate")
     parser.add_argument("--steps", type=int, default=50, help="sampler steps")
     parser.add_argument("--method", choices=("ddim", "dpmpp2m"), default="ddim")
