@@ -15,7 +15,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help=f"model to demo (default: the shipped {DEMO_CHECKPOINT.name}, or the fresh "
                              "one with --train)")
     parser.add_argument("--train", action="store_true", help="train the tiny model from scratch first")
-    parser.add_argument("--minutes", type=float, default=8.0,
+    parser.add_argument("--minutes", type=float, default=9.0,
                         help="training budget for --train (wall clock; data, latents and the demo itself take "
                              "about a minute more, so the whole command fits in 10 minutes)")
     parser.add_argument("--clips", type=int, default=8, help="held-out clips to generate")
