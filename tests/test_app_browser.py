@@ -12,13 +12,11 @@ from __future__ import annotations
 import importlib.util
 import os
 import shutil
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import av
 import pytest
+from cli_server import CliServer, free_port
 
 from test_app import write_clip
 from test_mos_browser import CHROMIUM, CHROMIUM_ARGS, TIMEOUT_MS
@@ -34,48 +32,14 @@ def _missing() -> str:
     return ""
 
 
-class AppServer:
-    """``cmmd app`` (shipped checkpoint) as a subprocess on 127.0.0.1, waited on until it answers."""
-
-    def __init__(self, port: int) -> None:
-        import httpx
-
-        self.url = f"http://127.0.0.1:{port}"
-        self.proc = subprocess.Popen([sys.executable, "-m", "cmmd.cli", "app", "--port", str(port)],
-                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        deadline = time.monotonic() + 120
-        while True:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"server exited: {self.proc.stdout.read()}")
-            try:
-                httpx.get(self.url + "/", timeout=1.0)
-                return
-            except httpx.TransportError:
-                if time.monotonic() > deadline:
-                    self.stop()
-                    raise RuntimeError("server did not start within 120 s") from None
-                time.sleep(0.2)
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=10)
-        self.proc.stdout.close()
-
-
 def test_upload_generate_and_play_in_chromium(tmp_path: Path) -> None:
     reason = _missing()
     if reason:
         pytest.skip(reason)
     from playwright.sync_api import sync_playwright
-    from test_mos import free_port
 
     clip = write_clip(tmp_path / "impacts.mp4")
-    server = AppServer(free_port())
+    server = CliServer(["app"], free_port(), timeout=120)
     try:
         with sync_playwright() as pw:
             browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, timeout=60_000)

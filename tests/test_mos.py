@@ -7,19 +7,15 @@ import json
 import os
 import re
 import shutil
-import signal
-import socket
 import sqlite3
-import subprocess
-import sys
 import threading
-import time
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
+from cli_server import CliServer, free_port
 
 from cmmd.cli import main as cli_main
 from cmmd.data.media import read_media, write_media
@@ -63,51 +59,11 @@ def write_clip_dirs(root: Path, systems: tuple[str, ...] = SYSTEMS, n_clips: int
     return dirs
 
 
-def free_port() -> int:
-    """A loopback port that was free a moment ago."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-class Server:
-    """``cmmd mos serve`` as a subprocess on 127.0.0.1, waited on until it answers."""
+class Server(CliServer):
+    """``cmmd mos serve`` of ``study_dir`` with the test's admin token."""
 
     def __init__(self, study_dir: Path, port: int) -> None:
-        self.url = f"http://127.0.0.1:{port}"
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "cmmd.cli", "mos", "serve", str(study_dir), "--port", str(port),
-             "--admin-token", ADMIN_TOKEN],
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        )
-        deadline = time.monotonic() + 60
-        while True:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"server exited: {self.proc.stdout.read()}")
-            try:
-                httpx.get(self.url + "/", timeout=1.0)
-                return
-            except httpx.TransportError:
-                if time.monotonic() > deadline:
-                    self.stop()
-                    raise RuntimeError("server did not start within 60 s") from None
-                time.sleep(0.1)
-
-    def kill(self) -> None:
-        """SIGKILL: no shutdown handler runs."""
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait(timeout=10)
-        self.proc.stdout.close()
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=10)
-        self.proc.stdout.close()
+        super().__init__(["mos", "serve", str(study_dir), "--admin-token", ADMIN_TOKEN], port, timeout=60)
 
 
 def start_session(client: httpx.Client | TestClient, rater: str = "") -> str:
