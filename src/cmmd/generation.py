@@ -4,7 +4,7 @@
 :func:`generate_files` reads each input at the model's frame rate, sample rate and size,
 generates the other modality (:meth:`Pipeline.generate`) and cuts the audio to the frames' span;
 an input that cannot be used (unreadable, missing the stream its mode needs, too short, a name
-taken by an earlier input) becomes a :class:`Failure` with its reason, never an exception.
+taken by an earlier input) becomes a :class:`Skipped` with its reason, never an exception.
 For one input at a time (the web app): :func:`read_input` reads and checks a file,
 :func:`generate_sample` generates from the condition in memory (with a per-step callback).
 :func:`write_sample` writes one result into a folder::
@@ -33,6 +33,7 @@ from typing import Any, Literal
 import numpy as np
 
 from cmmd.conventions import HOP, frames_to_samples, samples_to_frames
+from cmmd.data.failures import Skipped
 from cmmd.data.media import MediaError, read_media, write_media
 from cmmd.data.mux import combine_streams
 from cmmd.errors import CmmdError
@@ -42,16 +43,6 @@ from cmmd.pipeline import Generated, Mode, Pipeline, SamplingSettings
 
 MEDIA_SUFFIXES = (".mp4", ".mkv", ".mov", ".webm", ".avi", ".m4v", ".wav", ".flac", ".mp3", ".ogg", ".m4a")
 MIN_FRAMES = 2  # the model needs some time to work with: 0.2 s at 10 fps
-
-
-@dataclass(frozen=True)
-class Failure:
-    """An input that gave no output. ``kind`` is for machines (a :class:`MediaError` kind,
-    ``too_short``, ``duplicate_name``, or ``exists`` for an output not to replace), ``reason`` for people."""
-
-    source: Path
-    kind: str
-    reason: str
 
 
 @dataclass
@@ -79,22 +70,22 @@ class Generation:
     """What a call produced: samples in input order, failures, and the sampler's wall time."""
 
     samples: list[Sample] = field(default_factory=list)
-    failures: list[Failure] = field(default_factory=list)
+    failures: list[Skipped] = field(default_factory=list)
     seconds: float = 0.0
 
 
-def media_files(inputs: Sequence[Path]) -> tuple[list[Path], list[Failure]]:
+def media_files(inputs: Sequence[Path]) -> tuple[list[Path], list[Skipped]]:
     """Files as given, and the media files (by suffix) directly inside each given folder, as
     ``cmmd evaluate`` reads a folder; a path that does not exist is a failure."""
     files: list[Path] = []
-    failures: list[Failure] = []
+    failures: list[Skipped] = []
     for path in inputs:
         if path.is_dir():
             files += sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in MEDIA_SUFFIXES)
         elif path.is_file():
             files.append(path)
         else:
-            failures.append(Failure(path, "missing", "no such file or folder"))
+            failures.append(Skipped(path, "missing", "no such file or folder"))
     return files, failures
 
 
@@ -174,16 +165,16 @@ def generate_files(pipe: Pipeline, mode: Literal["v2a", "a2v"], files: Sequence[
         read: list[tuple[int, Path, np.ndarray, list[tuple[str, np.ndarray]]]] = []
         for index, path in enumerate(files[first : first + batch], start=first):
             if path.stem in names:
-                result.failures.append(Failure(path, "duplicate_name", f"same name as {names[path.stem]}"))
+                result.failures.append(Skipped(path, "duplicate_name", f"same name as {names[path.stem]}"))
                 continue
             names[path.stem] = path
             if path in done:
-                result.failures.append(Failure(path, "exists", "its output exists (pass --overwrite to replace it)"))
+                result.failures.append(Skipped(path, "exists", "its output exists (pass --overwrite to replace it)"))
                 continue
             try:
                 read.append((index, path, *read_input(pipe, mode, path, seconds)))
             except MediaError as exc:
-                result.failures.append(Failure(path, exc.kind, exc.reason))
+                result.failures.append(Skipped(path, exc.kind, exc.reason))
         lengths = sorted({len(condition) for _, _, condition, _ in read})
         for length in lengths:
             group = [item for item in read if len(item[2]) == length]
@@ -274,11 +265,3 @@ def _write_with_source(sample: Sample, pipe: Pipeline, out: Path, span: float, o
         return {"video": "generated", "audio": f"input, {how['audio']}"}
     finally:
         generated.unlink(missing_ok=True)
-
-
-def write_failures(failures: Sequence[Failure], path: Path) -> Path:
-    """One JSON line per failure (source, kind, reason), as ``cmmd prepare`` writes them."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("".join(json.dumps({"source": str(f.source), "kind": f.kind, "reason": f.reason}) + "\n"
-                            for f in failures))
-    return path

@@ -95,7 +95,8 @@ def check_arguments(args: argparse.Namespace) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from cmmd.errors import CmmdError
-    from cmmd.generation import generate_files, generate_joint, media_files, output_path, write_failures, write_sample
+    from cmmd.data.failures import write_failures
+    from cmmd.generation import generate_files, generate_joint, media_files, output_path, write_sample
     from cmmd.pipeline import Pipeline, SamplingSettings
 
     check_arguments(args)

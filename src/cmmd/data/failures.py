@@ -1,8 +1,8 @@
 """``failures.jsonl``: the inputs a folder command skipped, one JSON object a line with ``source``,
 ``kind`` (machine-readable: ``MediaError.kind`` or the command's own) and ``reason`` (for people).
 
-``cmmd prepare``, ``cmmd evaluate`` and ``cmmd vocoder train`` write it with :func:`write_failures`
-(``cmmd generate`` writes the same three keys).
+``cmmd prepare``, ``cmmd evaluate``, ``cmmd vocoder train`` and ``cmmd generate`` write it with
+:func:`write_failures`.
 """
 
 from __future__ import annotations
@@ -15,9 +15,9 @@ from pathlib import Path
 
 @dataclass(frozen=True)
 class Skipped:
-    """One input that was left out, and why."""
+    """One input that was left out, and why (``source``: its path or name)."""
 
-    source: str
+    source: str | Path
     kind: str
     reason: str
 
