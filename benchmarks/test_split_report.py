@@ -27,10 +27,7 @@ import numpy as np
 from cmmd.data.media import read_media
 from cmmd.data.splits import TEST
 from cmmd.eval.sharpness import laplacian_ratio
-from cmmd.eval.stats import bootstrap_ci
-from cmmd.eval.sync.audio import detect_audio_events
-from cmmd.eval.sync.score import derangement, event_sync_metrics
-from cmmd.eval.sync.video import detect_video_events
+from cmmd.eval.sync.joint import self_consistency
 
 
 def cmmd(*args: str) -> None:
@@ -49,21 +46,11 @@ def sync_rows(metrics_file: Path, mode: str) -> dict[str, dict[str, float]]:
     return out
 
 
-def joint_self_consistency(folder: Path, tolerance: float = 0.1) -> dict[str, dict[str, float]]:
-    """F1 of each joint sample's video events against its own audio events, and against another
-    sample's audio events (a derangement), as mean with bootstrap CI."""
-    files = sorted(folder.glob("*.mp4"))
-    media = [read_media(f) for f in files]
-    video = [detect_video_events(m.frames, m.fps) for m in media]
-    audio = [detect_audio_events(m.audio, m.sample_rate) for m in media]
-    perm = derangement(len(files), 0)
-    own = [event_sync_metrics(v, a, tolerance)["f1"] for v, a in zip(video, audio)]
-    other = [event_sync_metrics(video[i], audio[perm[i]], tolerance)["f1"] for i in range(len(files))]
-    ci, base = bootstrap_ci(own), bootstrap_ci(other)
-    return {"own": {"mean": ci.point, "lo": ci.lo, "hi": ci.hi}, "shuffled": {"mean": base.point, "lo": base.lo,
-                                                                              "hi": base.hi},
-            "video_events_per_clip": float(np.mean([len(v) for v in video])),
-            "audio_events_per_clip": float(np.mean([len(a) for a in audio]))}
+def joint_self_consistency(folder: Path, tolerance: float = 0.1) -> dict[str, object]:
+    """:func:`cmmd.eval.sync.joint.self_consistency` of the joint samples ``folder/*.mp4``."""
+    media = [read_media(f) for f in sorted(folder.glob("*.mp4"))]
+    return self_consistency([m.frames for m in media], [m.audio for m in media], media[0].fps,
+                            media[0].sample_rate, tolerance)
 
 
 def main() -> None:
@@ -75,13 +62,16 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=50)
     parser.add_argument("--objects", default="1,2,4", help="object counts to test (1 is the headline scene)")
     parser.add_argument("--joint", type=int, default=12, help="unconditional joint samples (0: none)")
+    parser.add_argument("--joint-order", default="together", help="cmmd generate --joint-order of the joint samples")
+    parser.add_argument("--joint-redraws", type=int, default=1, help="cmmd generate --joint-redraws (sequential orders)")
+    parser.add_argument("--joint-only", action="store_true", help="only the joint samples' self-consistency")
     args = parser.parse_args()
     report: dict[str, object] = {"checkpoint": args.checkpoint, "clips": args.clips, "seconds": args.seconds,
                                  "steps": args.steps, "split": "test"}
     lines = [f"# TEST split: `{args.checkpoint}`, {args.clips} clips of {args.seconds} s, DDIM {args.steps}",
              "", "| objects | task | event F1 [95 % CI] | precision / recall | class acc. | shuffled F1 |",
              "|---|---|---|---|---|---|"]
-    for k in (int(x) for x in args.objects.split(",")):
+    for k in () if args.joint_only else (int(x) for x in args.objects.split(",")):
         seed = TEST.seed if k == 1 else TEST.seed + k  # one clip set per object count, all in TEST
         TEST.check(seed, "clip seed")
         clips = args.out / f"clips_{k}obj"
@@ -107,19 +97,23 @@ def main() -> None:
                 real = np.concatenate([read_media(clips / f"{n}.mp4").frames for n in names])
                 report["a2v_fvd"] = {"value": fvd["point"], "ci": [fvd["lo"], fvd["hi"]]}
                 report["a2v_laplacian_ratio"] = laplacian_ratio(made, real)
-    lines += ["", f"a->v FVD (our I3D, logits, vs the {args.clips} ground-truth clips): "
+    lines += [] if args.joint_only else ["", f"a->v FVD (our I3D, logits, vs the {args.clips} ground-truth clips): "
               f"{report['a2v_fvd']['value']:.1f} [{report['a2v_fvd']['ci'][0]:.1f}, {report['a2v_fvd']['ci'][1]:.1f}]",
               f"a->v frames' Laplacian energy / ground truth's: {report['a2v_laplacian_ratio']:.2f}"]
     if args.joint:
         joint = args.out / "joint"
+        order = ["--joint-order", args.joint_order] + (
+            ["--joint-redraws", str(args.joint_redraws)] if args.joint_order != "together" else [])
         cmmd("generate", args.checkpoint, "--mode", "joint", "--num", str(args.joint), "--seconds",
-             str(args.seconds), "--out", str(joint), "--steps", str(args.steps), "--overwrite")
+             str(args.seconds), "--seed", str(TEST.seed), *order, "--out", str(joint), "--steps", str(args.steps),
+             "--overwrite")
         sc = joint_self_consistency(joint)
-        report["joint"] = sc
-        lines.append(f"joint self-consistency ({args.joint} samples): video events vs the same sample's audio "
+        report["joint"] = {**sc, "order": args.joint_order, "redraws": args.joint_redraws, "seed": TEST.seed}
+        lines.append(f"joint self-consistency ({args.joint} samples, seeds {TEST.seed}.., --joint-order "
+                     f"{' '.join(order[1::2])}): video events vs the same sample's audio "
                      f"events F1 {sc['own']['mean']:.3f} [{sc['own']['lo']:.3f}, {sc['own']['hi']:.3f}], "
                      f"shuffled {sc['shuffled']['mean']:.3f}; events per clip: video "
-                     f"{sc['video_events_per_clip']:.1f}, audio {sc['audio_events_per_clip']:.1f}")
+                     f"{sc['video_events_per_sample']:.1f}, audio {sc['audio_events_per_sample']:.1f}")
     (args.out / "report.json").write_text(json.dumps(report, indent=1, default=float))
     (args.out / "report.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))

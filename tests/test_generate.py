@@ -46,6 +46,24 @@ def test_pipeline_modes_shapes_and_seed_determinism(micro_run: Path) -> None:
     assert joint.frames.shape == (2, 36, 16, 16, 3) and joint.mel.shape == (2, 80, 225)
 
 
+def test_joint_orders_keep_the_first_modality_and_redraw_the_other(micro_run: Path) -> None:
+    """audio-first is p(a) p(v|a): its audio is the together sample's audio exactly (same seed, same
+    first run) and its video is a new draw; video-first the other way round."""
+    pipe = Pipeline.from_checkpoint(micro_run)
+    together = pipe.generate("joint", SamplingSettings(steps=3, seed=5), num_frames=12, batch=2)
+    audio_first = pipe.generate("joint", SamplingSettings(steps=3, seed=5, joint_order="audio-first"),
+                                num_frames=12, batch=2)
+    video_first = pipe.generate("joint", SamplingSettings(steps=3, seed=5, joint_order="video-first"),
+                                num_frames=12, batch=2)
+    np.testing.assert_array_equal(audio_first.mel, together.mel)
+    assert not np.array_equal(audio_first.frames, together.frames)
+    np.testing.assert_array_equal(video_first.frames, together.frames)
+    assert not np.array_equal(video_first.mel, together.mel)
+    assert audio_first.settings["joint_order"] == "audio-first"
+    with pytest.raises(CmmdError, match="joint_order must be one of"):
+        SamplingSettings(joint_order="sideways")  # type: ignore[arg-type]
+
+
 def test_pipeline_rejects_wrong_size_frames(micro_run: Path) -> None:
     pipe = Pipeline.from_checkpoint(micro_run)
     frames = np.zeros((1, 8, 24, 24, 3), np.uint8)
@@ -116,6 +134,7 @@ def test_generate_folder_skips_unusable_inputs_and_lists_them(micro_run: Path, c
     (["--seconds", "0"], "--seconds must be > 0"),
     (["--seed", "-1"], "--seed must be >= 0"),
     (["--num", "2"], "--num is for --mode joint"),
+    (["--joint-order", "audio-first"], "--joint-order is for --mode joint"),
 ])
 def test_generate_cli_refuses_bad_arguments_in_one_line(micro_run: Path, clip_files: dict[str, Path],
                                                         tmp_path: Path, flags: list[str], message: str,
@@ -124,6 +143,16 @@ def test_generate_cli_refuses_bad_arguments_in_one_line(micro_run: Path, clip_fi
                  *flags]) == 2
     err = capsys.readouterr().err
     assert err.startswith("cmmd generate: error: ") and message in err and len(err.strip().splitlines()) == 1
+
+
+def test_generate_cli_joint_guidance_needs_a_sequential_order(micro_run: Path, tmp_path: Path,
+                                                              capsys: pytest.CaptureFixture) -> None:
+    assert main(["generate", str(micro_run), "--mode", "joint", "--guidance", "1", "--out", str(tmp_path)]) == 2
+    assert "--joint-order audio-first or video-first" in capsys.readouterr().err
+    assert main(["generate", str(micro_run), "--mode", "joint", "--guidance", "1", "--joint-order", "audio-first",
+                 "--steps", "2", "--seconds", "1", "--out", str(tmp_path / "ok")]) == 0
+    info = json.loads((tmp_path / "ok" / "joint_0000.json").read_text())
+    assert info["joint_order"] == "audio-first"
 
 
 def test_generate_keeps_the_users_own_streams(micro_run: Path, real_video: Path, tmp_path: Path) -> None:

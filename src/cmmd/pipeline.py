@@ -33,13 +33,21 @@ from cmmd.video.codecs import PixelCodec, VideoCodec
 from cmmd.video.loading import load_video_codec, parse_spec
 
 Mode = Literal["joint", "v2a", "a2v"]
+JOINT_ORDERS = ("together", "audio-first", "video-first")
 
 
 @dataclass
 class SamplingSettings:
-    """How to sample: solver, steps, guidance lambda (Eq. 3), DDIM eta, seed, and how the known
+    """How to sample: solver, steps, guidance lambda (Eq. 3), DDIM eta, seed, how the known
     modality is given (``auto``: clean if the model was trained with clean conditioning, else
-    re-noised as in the paper)."""
+    re-noised as in the paper), and how joint samples are drawn (``joint_order``).
+
+    ``joint_order``: ``together`` denoises both modalities at once (the paper); ``audio-first``
+    draws the pair as ``p(a) p(v | a)``: the audio of a joint sample is kept and the video is then
+    generated for it as in a->v (``video-first`` the other way round). ``joint_redraws`` > 1
+    continues alternating (audio-first with 2: ``a``, ``v | a``, then ``a' | v``), Gibbs sweeps of
+    the same joint model that end on a pair drawn by a conditional. Each redraw costs one more
+    sampler run."""
 
     method: Literal["ddim", "dpmpp2m"] = "ddim"
     steps: int = 50
@@ -47,6 +55,14 @@ class SamplingSettings:
     eta_ddim: float = 0.0
     seed: int = 0
     known_level: Literal["auto", "renoised", "clean"] = "auto"
+    joint_order: Literal["together", "audio-first", "video-first"] = "together"
+    joint_redraws: int = 1
+
+    def __post_init__(self) -> None:
+        if self.joint_order not in JOINT_ORDERS:
+            raise CmmdError(f"joint_order must be one of {', '.join(JOINT_ORDERS)}, got {self.joint_order!r}")
+        if self.joint_redraws < 1:
+            raise CmmdError(f"joint_redraws must be >= 1, got {self.joint_redraws}")
 
 
 @dataclass
@@ -230,14 +246,27 @@ class Pipeline:
         known_level = settings.known_level
         if known_level == "auto":
             known_level = "clean" if self.config.diffusion.loss.clean_condition_prob > 0 else "renoised"
-        condition = Condition(mode=mode, video0=video0, audio0=audio0, guidance_scale=settings.guidance_scale,
-                              known_level=known_level)
         gen = torch.Generator(device=self.device).manual_seed(settings.seed)
-        video, audio = sample(
-            self.denoiser, self.schedule, video_shape, audio_shape, method=settings.method, steps=settings.steps,
-            condition=condition, eta_ddim=settings.eta_ddim, generator=gen, callback=callback, device=self.device,
-            autocast=self.device.type == "cuda",
-        )
+
+        def run(condition: Condition) -> tuple[torch.Tensor, torch.Tensor]:
+            return sample(
+                self.denoiser, self.schedule, video_shape, audio_shape, method=settings.method, steps=settings.steps,
+                condition=condition, eta_ddim=settings.eta_ddim, generator=gen, callback=callback,
+                device=self.device, autocast=self.device.type == "cuda",
+            )
+
+        first_guidance = 0.0 if mode == "joint" else settings.guidance_scale  # joint: guidance is the second run's
+        video, audio = run(Condition(mode=mode, video0=video0, audio0=audio0, guidance_scale=first_guidance,
+                                     known_level=known_level))
+        redraw_video = settings.joint_order == "audio-first"
+        for _ in range(settings.joint_redraws if mode == "joint" and settings.joint_order != "together" else 0):
+            if redraw_video:
+                video, _ = run(Condition(mode="a2v", audio0=audio, guidance_scale=settings.guidance_scale,
+                                         known_level=known_level))
+            else:
+                _, audio = run(Condition(mode="v2a", video0=video, guidance_scale=settings.guidance_scale,
+                                         known_level=known_level))
+            redraw_video = not redraw_video
         mel, out_wave = self.decode_audio(audio)
         return Generated(self.codec.decode(video), mel, out_wave,
                          {"mode": mode, **settings.__dict__, "known_level": known_level})
