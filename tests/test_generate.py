@@ -50,16 +50,21 @@ def test_joint_orders_keep_the_first_modality_and_redraw_the_other(micro_run: Pa
     """audio-first is p(a) p(v|a): its audio is the together sample's audio exactly (same seed, same
     first run) and its video is a new draw; video-first the other way round."""
     pipe = Pipeline.from_checkpoint(micro_run)
-    together = pipe.generate("joint", SamplingSettings(steps=3, seed=5), num_frames=12, batch=2)
-    audio_first = pipe.generate("joint", SamplingSettings(steps=3, seed=5, joint_order="audio-first"),
+    together = pipe.generate("joint", SamplingSettings(steps=3, seed=5, joint_order="together"), num_frames=12,
+                             batch=2)
+    audio_first = pipe.generate("joint", SamplingSettings(steps=3, seed=5, joint_order="audio-first", joint_redraws=1),
                                 num_frames=12, batch=2)
-    video_first = pipe.generate("joint", SamplingSettings(steps=3, seed=5, joint_order="video-first"),
+    video_first = pipe.generate("joint", SamplingSettings(steps=3, seed=5, joint_order="video-first", joint_redraws=1),
                                 num_frames=12, batch=2)
     np.testing.assert_array_equal(audio_first.mel, together.mel)
     assert not np.array_equal(audio_first.frames, together.frames)
     np.testing.assert_array_equal(video_first.frames, together.frames)
     assert not np.array_equal(video_first.mel, together.mel)
     assert audio_first.settings["joint_order"] == "audio-first"
+    # Two redraws of video-first (the default): v, a | v, v' | a keeps the second run's audio.
+    default = pipe.generate("joint", SamplingSettings(steps=3, seed=5), num_frames=12, batch=2)
+    np.testing.assert_array_equal(default.mel, video_first.mel)
+    assert not np.array_equal(default.frames, video_first.frames)
     with pytest.raises(CmmdError, match="joint_order must be one of"):
         SamplingSettings(joint_order="sideways")  # type: ignore[arg-type]
 
@@ -145,14 +150,22 @@ def test_generate_cli_refuses_bad_arguments_in_one_line(micro_run: Path, clip_fi
     assert err.startswith("cmmd generate: error: ") and message in err and len(err.strip().splitlines()) == 1
 
 
-def test_generate_cli_joint_guidance_needs_a_sequential_order(micro_run: Path, tmp_path: Path,
-                                                              capsys: pytest.CaptureFixture) -> None:
-    assert main(["generate", str(micro_run), "--mode", "joint", "--guidance", "1", "--out", str(tmp_path)]) == 2
-    assert "--joint-order audio-first or video-first" in capsys.readouterr().err
-    assert main(["generate", str(micro_run), "--mode", "joint", "--guidance", "1", "--joint-order", "audio-first",
-                 "--steps", "2", "--seconds", "1", "--out", str(tmp_path / "ok")]) == 0
-    info = json.loads((tmp_path / "ok" / "joint_0000.json").read_text())
-    assert info["joint_order"] == "audio-first"
+def test_generate_cli_joint_orders(micro_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """Default: video-first with 2 redraws; guidance needs a sequential order; redraws need one."""
+    assert main(["generate", str(micro_run), "--mode", "joint", "--guidance", "1", "--joint-order", "together",
+                 "--out", str(tmp_path)]) == 2
+    assert "--joint-order together has none" in capsys.readouterr().err
+    assert main(["generate", str(micro_run), "--mode", "joint", "--joint-order", "together", "--joint-redraws", "2",
+                 "--out", str(tmp_path)]) == 2
+    assert "--joint-redraws needs --joint-order audio-first or video-first" in capsys.readouterr().err
+    assert main(["generate", str(micro_run), "--mode", "joint", "--guidance", "1", "--steps", "2", "--seconds", "1",
+                 "--out", str(tmp_path / "default")]) == 0
+    info = json.loads((tmp_path / "default" / "joint_0000.json").read_text())
+    assert (info["joint_order"], info["joint_redraws"]) == ("video-first", 2)
+    assert main(["generate", str(micro_run), "--mode", "joint", "--joint-order", "audio-first", "--steps", "2",
+                 "--seconds", "1", "--out", str(tmp_path / "af")]) == 0
+    info = json.loads((tmp_path / "af" / "joint_0000.json").read_text())
+    assert (info["joint_order"], info["joint_redraws"]) == ("audio-first", 1)
 
 
 def test_generate_keeps_the_users_own_streams(micro_run: Path, real_video: Path, tmp_path: Path) -> None:

@@ -55,8 +55,8 @@ class SamplingSettings:
     eta_ddim: float = 0.0
     seed: int = 0
     known_level: Literal["auto", "renoised", "clean"] = "auto"
-    joint_order: Literal["together", "audio-first", "video-first"] = "together"
-    joint_redraws: int = 1
+    joint_order: Literal["together", "audio-first", "video-first"] = "video-first"
+    joint_redraws: int = 2  # with video-first: v, a | v, v' | a (chosen on VALIDATION, docs/A2V_DIAGNOSIS.md)
 
     def __post_init__(self) -> None:
         if self.joint_order not in JOINT_ORDERS:

@@ -53,10 +53,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--num", type=int, default=None, help="joint mode: how many clips (default 1)")
     parser.add_argument("--joint-order", choices=("together", "audio-first", "video-first"), default=None,
                         help="joint mode: denoise both at once (together) or draw one modality jointly, then "
-                             "generate the other for it (audio-first: p(a) p(v|a)); default together")
+                             "generate the other for it (audio-first: p(a) p(v|a)); default video-first with 2 "
+                             "redraws: v, a|v, then v'|a")
     parser.add_argument("--joint-redraws", type=int, default=None,
                         help="with a sequential --joint-order: conditional redraws, alternating (audio-first 2: "
-                             "a, v|a, a|v); default 1")
+                             "a, v|a, a|v); default 2 with the default order, else 1")
     parser.add_argument("--model-res", action="store_true",
                         help="v2a/a2v: also write OUT/model_res/<name>.mp4 at the model's size and rates")
     parser.add_argument("--codec", default=None, metavar="SPEC",
@@ -81,13 +82,15 @@ def check_arguments(args: argparse.Namespace) -> None:
         raise CmmdError(f"--num is for --mode joint; --mode {args.mode} makes one output per input")
     if args.mode != "joint" and args.joint_order is not None:
         raise CmmdError(f"--joint-order is for --mode joint, not --mode {args.mode}")
-    if args.joint_redraws is not None and args.joint_order in (None, "together"):
-        raise CmmdError("--joint-redraws needs --joint-order audio-first or video-first")
+    if args.mode != "joint" and args.joint_redraws is not None:
+        raise CmmdError(f"--joint-redraws is for --mode joint, not --mode {args.mode}")
+    if args.joint_redraws is not None and args.joint_order == "together":
+        raise CmmdError("--joint-redraws needs --joint-order audio-first or video-first, not together")
     if args.joint_redraws is not None and args.joint_redraws < 1:
         raise CmmdError(f"--joint-redraws must be >= 1, got {args.joint_redraws}")
-    if args.mode == "joint" and args.guidance > 0 and args.joint_order in (None, "together"):
-        raise CmmdError("--guidance needs a known modality: with --mode joint use --joint-order audio-first or "
-                        "video-first, whose second run conditions on the first")
+    if args.mode == "joint" and args.guidance > 0 and args.joint_order == "together":
+        raise CmmdError("--guidance needs a known modality: --joint-order together has none (audio-first and "
+                        "video-first condition their redraws on the other modality)")
     if args.mode == "joint" and args.model_res:
         raise CmmdError("--model-res is for v2a/a2v; joint outputs are at the model's size already")
     if args.num is not None and args.num < 1:
@@ -108,6 +111,14 @@ def check_arguments(args: argparse.Namespace) -> None:
         raise CmmdError(f"--out {args.out} is a file, not a folder")
 
 
+def joint_settings(order: str | None, redraws: int | None) -> dict[str, object]:
+    """SamplingSettings' joint fields from the flags: none given keeps its defaults; an order alone
+    draws once more (redraws 1)."""
+    if order is None:
+        return {} if redraws is None else {"joint_redraws": redraws}
+    return {"joint_order": order, "joint_redraws": redraws or 1}
+
+
 def run(args: argparse.Namespace) -> int:
     from cmmd.errors import CmmdError
     from cmmd.data.failures import write_failures
@@ -120,7 +131,7 @@ def run(args: argparse.Namespace) -> int:
         raise CmmdError(f"--steps must be at most {pipe.schedule.num_steps} (the model's training steps), "
                         f"got {args.steps}")
     settings = SamplingSettings(args.method, args.steps, args.guidance, args.eta_ddim, args.seed,
-                                joint_order=args.joint_order or "together", joint_redraws=args.joint_redraws or 1)
+                                **joint_settings(args.joint_order, args.joint_redraws))
     if args.mode == "joint":
         existing = [output_path(args.out, f"joint_{k:04d}") for k in range(args.num or 1)]
         existing = [p for p in existing if p.exists() and not args.overwrite]
