@@ -20,7 +20,8 @@ import torch
 from cmmd.audio.mel import MelStats, log_mel, recorded_mel
 from cmmd.audio.vocoders import GriffinLim, Vocoder, load_vocoder
 from cmmd.config import from_dict
-from cmmd.conventions import HOP
+from cmmd.conventions import HOP, mel_rate
+from cmmd.data.negatives import shift_ms_to_frames
 from cmmd.diffusion.denoiser import JointDenoiser
 from cmmd.diffusion.guidance import Condition
 from cmmd.diffusion.samplers import Callback, sample
@@ -39,7 +40,9 @@ Mode = Literal["joint", "v2a", "a2v"]
 class SamplingSettings:
     """How to sample: solver, steps, guidance lambda (Eq. 3), DDIM eta, seed, and how the known
     modality is given (``auto``: clean if the model was trained with clean conditioning, else
-    re-noised as in the paper)."""
+    re-noised as in the paper). ``sync_guidance`` (0 = off) is the weight of guidance away from
+    the condition shifted in time by a random ``sync_shift_ms`` (magnitude range, in ms)
+    (:mod:`cmmd.diffusion.guidance`)."""
 
     method: Literal["ddim", "dpmpp2m"] = "ddim"
     steps: int = 50
@@ -47,6 +50,8 @@ class SamplingSettings:
     eta_ddim: float = 0.0
     seed: int = 0
     known_level: Literal["auto", "renoised", "clean"] = "auto"
+    sync_guidance: float = 0.0
+    sync_shift_ms: tuple[float, float] = (200.0, 800.0)
 
 
 @dataclass
@@ -189,6 +194,14 @@ class Pipeline:
         mel = self.mel_stats.denormalize(audio.float()).cpu()
         return mel.numpy(), self.vocoder(mel).numpy()
 
+    def shift_frames(self, mode: Mode, shift_ms: tuple[float, float]) -> tuple[int, int]:
+        """A shift range in ms as frames of the known modality's time axis (video frames for v2a;
+        mel frames, or samples of a waveform model, for a2v), rounded half up, at least 1."""
+        rate = {"v2a": self.fps, "a2v": self.sample_rate if self.audio_is_wave else mel_rate(self.sample_rate),
+                "joint": self.fps}[mode]
+        low, high = (int(shift_ms_to_frames(torch.tensor([ms]), rate)) for ms in shift_ms)
+        return low, high
+
     # -- sampling -------------------------------------------------------------------------
     @torch.no_grad()
     def generate(
@@ -230,8 +243,12 @@ class Pipeline:
         known_level = settings.known_level
         if known_level == "auto":
             known_level = "clean" if self.config.diffusion.loss.clean_condition_prob > 0 else "renoised"
-        condition = Condition(mode=mode, video0=video0, audio0=audio0, guidance_scale=settings.guidance_scale,
-                              known_level=known_level)
+        try:
+            condition = Condition(mode=mode, video0=video0, audio0=audio0, guidance_scale=settings.guidance_scale,
+                                  known_level=known_level, sync_guidance=settings.sync_guidance,
+                                  sync_shift=self.shift_frames(mode, settings.sync_shift_ms))
+        except ValueError as exc:
+            raise CmmdError(f"sampling settings (sync_shift_ms={list(settings.sync_shift_ms)} ms): {exc}") from None
         gen = torch.Generator(device=self.device).manual_seed(settings.seed)
         video, audio = sample(
             self.denoiser, self.schedule, video_shape, audio_shape, method=settings.method, steps=settings.steps,
