@@ -49,9 +49,10 @@ class DiffusionLossConfig:
     * ``temperature``: scale of the bounded/InfoNCE logits ``-loss / temperature``. Positive
       and negative per-element losses typically differ by 1e-3..1e-2, so 0.01 puts the logits
       at O(1); a starting point to measure from, not a tuned value.
-    * ``dpo_beta``: Diffusion-DPO's beta; the logit is ``-dpo_beta * N * (margin)`` with N the
-      training steps (Wallace et al. 2023 write ``beta T``). 2.5 at N = 1000 is the 2500 of their
-      released SD 1.5 run (``0.5 * beta_dpo``, beta_dpo = 5000), also on per-element-mean MSEs.
+    * ``dpo_beta``: Diffusion-DPO's beta; the logit is ``-dpo_beta * N * margin`` with N the
+      training steps (Wallace et al. 2023 write ``beta T``). Their SD runs use a product in the
+      low thousands on per-element-mean MSEs, as ours are; 2.5 x 1000 = 2500 is in that range,
+      a starting point to measure from, not a tuned value.
     * ``negative_terms``: which outputs of a negative pair enter its loss, ``"joint"`` (both, the
       literal Eq. 6), ``"own"`` (the negative modality's output only, CDCD's ``L_cdiff``,
       Eq. 4) or ``"cross"`` (the partner modality's output only); see :func:`contrastive_loss`.
@@ -303,16 +304,17 @@ def dpo_loss(
 ) -> torch.Tensor:
     """Diffusion-DPO per pair (K,): ``-log sigmoid(-beta_n * ((L_w - L_w_ref) - (L_l - L_l_ref)))``.
 
-    Wallace et al. 2023, Eq. 14 with ``beta_n = beta T``: the per-sample denoising losses ``L``
-    of the model and ``L_ref`` of a frozen reference (the initial model) on the preferred pair
-    ``w`` (aligned audio and video) and the dispreferred ``l`` (a temporally distorted pair), at
-    the same step and noise. ``L_w - L_w_ref`` estimates how much more likely the model makes
-    ``w`` than the reference does (a diffusion loss bounds ``-log p``), so the loss rewards
-    raising the aligned pair's likelihood relative to the distorted one's, measured against
-    the reference: the implicit KL anchor of DPO, which keeps the model from buying the margin
-    by ruining its denoising of the distorted pair as the paper's Eq. 6 can (SyncDPO applies the
-    same to audio-visual sync). Equal to ``log 2`` where model and reference agree; bounded below
-    by 0, saturating once the margin exceeds a few ``1 / beta_n``.
+    Wallace et al. 2023 ("Diffusion Model Alignment Using Direct Preference Optimization"),
+    with ``beta_n = beta T``: ``L`` are per-sample denoising losses of the model and ``L_ref`` of a
+    frozen reference (the initial model) on the preferred pair ``w`` (aligned audio and video)
+    and the dispreferred ``l`` (a temporally distorted pair, as SyncDPO uses them for sync), at
+    the same step and noise. A diffusion loss bounds ``-log p``, so ``L_ref - L`` estimates how
+    much more likely the model makes a pair than the reference does, and the loss asks for that
+    gain to be larger on the aligned pair than on the distorted one. Unlike Eq. 6 it is bounded
+    below by 0 and saturates once the aligned pair's gain exceeds the distorted pair's by a few
+    ``1 / beta_n``, and it is measured
+    against the reference (DPO's implicit KL anchor), so ruining the denoising of distorted
+    pairs earns little. Equal to ``log 2`` where model and reference agree.
     """
     margin = (win - win_ref) - (lose - lose_ref)
     return -F.logsigmoid(-beta_n * margin)
