@@ -108,16 +108,15 @@ def test_pipeline_and_cli_sync_guidance(micro_run, tmp_path, capsys) -> None:
 
     pipe = Pipeline.from_checkpoint(micro_run)
     frames = render_clip("impacts", seed=7, duration=1.2, size=16).frames[None]  # 12 frames at 10 fps
-    assert pipe.shift_frames("v2a", (200.0, 800.0)) == (2, 8) and pipe.shift_frames("a2v", (16.0, 40.0)) == (1, 3)
+    assert pipe.shift_frames("v2a", 200.0, 800.0) == (2, 8) and pipe.shift_frames("a2v", 16.0, 40.0) == (1, 3)
     plain = pipe.generate("v2a", SamplingSettings(steps=3), frames=frames)
     off = pipe.generate("v2a", SamplingSettings(steps=3, sync_guidance=0.0), frames=frames)
     on = pipe.generate("v2a", SamplingSettings(steps=3, sync_guidance=1.0), frames=frames)
     np.testing.assert_array_equal(off.mel, plain.mel)
     assert np.isfinite(on.mel).all() and not np.array_equal(on.mel, plain.mel)
     assert on.settings["sync_guidance"] == 1.0
-    with pytest.raises(CmmdError, match="sync_shift_ms"):
-        pipe.generate("v2a", SamplingSettings(steps=3, sync_guidance=1.0, sync_shift_ms=(200.0, 1500.0)),
-                      frames=frames)
+    with pytest.raises(CmmdError, match="sync_shift_max_ms=1500"):
+        pipe.generate("v2a", SamplingSettings(steps=3, sync_guidance=1.0, sync_shift_max_ms=1500.0), frames=frames)
     for flags, message in ((["--mode", "v2a", "--sync-guidance", "-1"], "--sync-guidance must be >= 0"),
                            (["--mode", "joint", "--sync-guidance", "1"], "--sync-guidance is for v2a/a2v")):
         inputs = [] if "joint" in flags else [str(micro_run)]

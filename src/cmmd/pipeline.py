@@ -41,8 +41,8 @@ class SamplingSettings:
     """How to sample: solver, steps, guidance lambda (Eq. 3), DDIM eta, seed, and how the known
     modality is given (``auto``: clean if the model was trained with clean conditioning, else
     re-noised as in the paper). ``sync_guidance`` (0 = off) is the weight of guidance away from
-    the condition shifted in time by a random ``sync_shift_ms`` (magnitude range, in ms)
-    (:mod:`cmmd.diffusion.guidance`)."""
+    the condition shifted in time by a random magnitude in ``[sync_shift_min_ms,
+    sync_shift_max_ms]`` and a random sign (:mod:`cmmd.diffusion.guidance`)."""
 
     method: Literal["ddim", "dpmpp2m"] = "ddim"
     steps: int = 50
@@ -51,7 +51,8 @@ class SamplingSettings:
     seed: int = 0
     known_level: Literal["auto", "renoised", "clean"] = "auto"
     sync_guidance: float = 0.0
-    sync_shift_ms: tuple[float, float] = (200.0, 800.0)
+    sync_shift_min_ms: float = 200.0
+    sync_shift_max_ms: float = 800.0
 
 
 @dataclass
@@ -194,12 +195,12 @@ class Pipeline:
         mel = self.mel_stats.denormalize(audio.float()).cpu()
         return mel.numpy(), self.vocoder(mel).numpy()
 
-    def shift_frames(self, mode: Mode, shift_ms: tuple[float, float]) -> tuple[int, int]:
+    def shift_frames(self, mode: Mode, low_ms: float, high_ms: float) -> tuple[int, int]:
         """A shift range in ms as frames of the known modality's time axis (video frames for v2a;
         mel frames, or samples of a waveform model, for a2v), rounded half up, at least 1."""
         rate = {"v2a": self.fps, "a2v": self.sample_rate if self.audio_is_wave else mel_rate(self.sample_rate),
                 "joint": self.fps}[mode]
-        low, high = (int(shift_ms_to_frames(torch.tensor([ms]), rate)) for ms in shift_ms)
+        low, high = (int(shift_ms_to_frames(torch.tensor([ms]), rate)) for ms in (low_ms, high_ms))
         return low, high
 
     # -- sampling -------------------------------------------------------------------------
@@ -246,9 +247,11 @@ class Pipeline:
         try:
             condition = Condition(mode=mode, video0=video0, audio0=audio0, guidance_scale=settings.guidance_scale,
                                   known_level=known_level, sync_guidance=settings.sync_guidance,
-                                  sync_shift=self.shift_frames(mode, settings.sync_shift_ms))
+                                  sync_shift=self.shift_frames(mode, settings.sync_shift_min_ms,
+                                                               settings.sync_shift_max_ms))
         except ValueError as exc:
-            raise CmmdError(f"sampling settings (sync_shift_ms={list(settings.sync_shift_ms)} ms): {exc}") from None
+            raise CmmdError(f"sampling settings (sync_shift_min_ms={settings.sync_shift_min_ms:g}, "
+                            f"sync_shift_max_ms={settings.sync_shift_max_ms:g}): {exc}") from None
         gen = torch.Generator(device=self.device).manual_seed(settings.seed)
         video, audio = sample(
             self.denoiser, self.schedule, video_shape, audio_shape, method=settings.method, steps=settings.steps,
