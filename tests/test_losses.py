@@ -298,7 +298,7 @@ def test_config_is_strict():
     with pytest.raises(ConfigError, match="unknown config key"):
         from_dict(DiffusionLossConfig, {"lambda": 1.0})
     with pytest.raises(ConfigError, match="expected one of"):
-        from_dict(DiffusionLossConfig, {"contrastive": "infonce"})
+        from_dict(DiffusionLossConfig, {"contrastive": "simclr"})
     with pytest.raises(ConfigError, match="temperature"):
         from_dict(DiffusionLossConfig, {"temperature": 0.0})
 

@@ -20,7 +20,8 @@ import torch
 from cmmd.audio.mel import MelStats, log_mel, recorded_mel
 from cmmd.audio.vocoders import GriffinLim, Vocoder, load_vocoder
 from cmmd.config import from_dict
-from cmmd.conventions import HOP
+from cmmd.conventions import HOP, mel_rate
+from cmmd.data.negatives import shift_ms_to_frames
 from cmmd.diffusion.denoiser import JointDenoiser
 from cmmd.diffusion.guidance import Condition
 from cmmd.diffusion.samplers import Callback, sample
@@ -40,14 +41,16 @@ JOINT_ORDERS = ("together", "audio-first", "video-first")
 class SamplingSettings:
     """How to sample: solver, steps, guidance lambda (Eq. 3), DDIM eta, seed, how the known
     modality is given (``auto``: clean if the model was trained with clean conditioning, else
-    re-noised as in the paper), and how joint samples are drawn (``joint_order``).
+    re-noised as in the paper), how joint samples are drawn (``joint_order``) and sync guidance.
 
     ``joint_order``: ``together`` denoises both modalities at once (the paper); ``audio-first``
     draws the pair as ``p(a) p(v | a)``: the audio of a joint sample is kept and the video is then
     generated for it as in a->v (``video-first`` the other way round). ``joint_redraws`` > 1
     continues alternating (audio-first with 2: ``a``, ``v | a``, then ``a' | v``), Gibbs sweeps of
     the same joint model that end on a pair drawn by a conditional. Each redraw costs one more
-    sampler run."""
+    sampler run. ``sync_guidance`` (0 = off) is the weight of guidance away from the condition
+    shifted in time by a random magnitude in ``[sync_shift_min_ms, sync_shift_max_ms]`` and a
+    random sign (:mod:`cmmd.diffusion.guidance`); in joint mode it acts on the redraws."""
 
     method: Literal["ddim", "dpmpp2m"] = "ddim"
     steps: int = 50
@@ -55,6 +58,9 @@ class SamplingSettings:
     eta_ddim: float = 0.0
     seed: int = 0
     known_level: Literal["auto", "renoised", "clean"] = "auto"
+    sync_guidance: float = 0.0
+    sync_shift_min_ms: float = 200.0
+    sync_shift_max_ms: float = 800.0
     joint_order: Literal["together", "audio-first", "video-first"] = "video-first"
     joint_redraws: int = 2  # with video-first: v, a | v, v' | a (chosen on VALIDATION, docs/A2V_DIAGNOSIS.md)
 
@@ -205,6 +211,14 @@ class Pipeline:
         mel = self.mel_stats.denormalize(audio.float()).cpu()
         return mel.numpy(), self.vocoder(mel).numpy()
 
+    def shift_frames(self, mode: Mode, low_ms: float, high_ms: float) -> tuple[int, int]:
+        """A shift range in ms as frames of the known modality's time axis (video frames for v2a;
+        mel frames, or samples of a waveform model, for a2v), rounded half up, at least 1."""
+        rate = {"v2a": self.fps, "a2v": self.sample_rate if self.audio_is_wave else mel_rate(self.sample_rate),
+                "joint": self.fps}[mode]
+        low, high = (int(shift_ms_to_frames(torch.tensor([ms]), rate)) for ms in (low_ms, high_ms))
+        return low, high
+
     # -- sampling -------------------------------------------------------------------------
     @torch.no_grad()
     def generate(
@@ -255,17 +269,25 @@ class Pipeline:
                 device=self.device, autocast=self.device.type == "cuda",
             )
 
-        first_guidance = 0.0 if mode == "joint" else settings.guidance_scale  # joint: guidance is the second run's
-        video, audio = run(Condition(mode=mode, video0=video0, audio0=audio0, guidance_scale=first_guidance,
-                                     known_level=known_level))
+        def condition(mode: Mode, video0: torch.Tensor | None, audio0: torch.Tensor | None) -> Condition:
+            if mode == "joint":  # nothing known: no guidance of either kind
+                return Condition(mode="joint", known_level=known_level)
+            try:
+                return Condition(mode=mode, video0=video0, audio0=audio0, guidance_scale=settings.guidance_scale,
+                                 known_level=known_level, sync_guidance=settings.sync_guidance,
+                                 sync_shift=self.shift_frames(mode, settings.sync_shift_min_ms,
+                                                              settings.sync_shift_max_ms))
+            except ValueError as exc:
+                raise CmmdError(f"sampling settings (sync_shift_min_ms={settings.sync_shift_min_ms:g}, "
+                                f"sync_shift_max_ms={settings.sync_shift_max_ms:g}): {exc}") from None
+
+        video, audio = run(condition(mode, video0, audio0))
         redraw_video = settings.joint_order == "audio-first"
         for _ in range(settings.joint_redraws if mode == "joint" and settings.joint_order != "together" else 0):
             if redraw_video:
-                video, _ = run(Condition(mode="a2v", audio0=audio, guidance_scale=settings.guidance_scale,
-                                         known_level=known_level))
+                video, _ = run(condition("a2v", None, audio))
             else:
-                _, audio = run(Condition(mode="v2a", video0=video, guidance_scale=settings.guidance_scale,
-                                         known_level=known_level))
+                _, audio = run(condition("v2a", video, None))
             redraw_video = not redraw_video
         mel, out_wave = self.decode_audio(audio)
         return Generated(self.codec.decode(video), mel, out_wave,

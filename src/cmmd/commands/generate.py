@@ -45,6 +45,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="sampler steps, 1 to the model's training steps (DPM-Solver++: 10-25 is enough)")
     parser.add_argument("--guidance", type=float, default=0.0,
                         help="reconstruction guidance lambda >= 0 (paper Eq. 3); 0 = replacement")
+    parser.add_argument("--sync-guidance", type=float, default=0.0, metavar="W",
+                        help="v2a/a2v: guidance weight W >= 0 away from the condition shifted by 200-800 ms "
+                             "(sync guidance; one extra network evaluation per step); 0 = off")
     parser.add_argument("--eta-ddim", type=float, default=0.0, help="DDIM stochasticity in [0, 1] (0 = deterministic)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the first input (input i: seed + i)")
     parser.add_argument("--seconds", type=float, default=None,
@@ -99,6 +102,10 @@ def check_arguments(args: argparse.Namespace) -> None:
         raise CmmdError(f"--steps must be >= 1, got {args.steps}")
     if not args.guidance >= 0:
         raise CmmdError(f"--guidance must be >= 0, got {args.guidance}")
+    if not args.sync_guidance >= 0:
+        raise CmmdError(f"--sync-guidance must be >= 0, got {args.sync_guidance}")
+    if args.mode == "joint" and args.sync_guidance and args.joint_order == "together":
+        raise CmmdError("--sync-guidance needs a condition to shift: --joint-order together has none")
     if not 0 <= args.eta_ddim <= 1:
         raise CmmdError(f"--eta-ddim must be in [0, 1], got {args.eta_ddim}")
     if args.seed < 0:
@@ -131,7 +138,8 @@ def run(args: argparse.Namespace) -> int:
         raise CmmdError(f"--steps must be at most {pipe.schedule.num_steps} (the model's training steps), "
                         f"got {args.steps}")
     settings = SamplingSettings(args.method, args.steps, args.guidance, args.eta_ddim, args.seed,
-                                **joint_settings(args.joint_order, args.joint_redraws))
+                                **joint_settings(args.joint_order, args.joint_redraws),
+                                sync_guidance=args.sync_guidance)
     if args.mode == "joint":
         existing = [output_path(args.out, f"joint_{k:04d}") for k in range(args.num or 1)]
         existing = [p for p in existing if p.exists() and not args.overwrite]

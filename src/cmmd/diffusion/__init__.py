@@ -2,15 +2,18 @@
 
 METHOD.md sections 3-5: the joint v-prediction objective (paper Eq. 2), the joint contrastive
 loss (Eq. 6) and its bounded variant, and conditional sampling by replacement / reconstruction
-guidance (Eq. 3) with DDIM or DPM-Solver++(2M).
+guidance (Eq. 3) with DDIM or DPM-Solver++(2M). Beyond the paper: InfoNCE over K negatives,
+Diffusion-DPO, a sync term on x0 predictions (``sync_losses``) and sync guidance.
 """
 
 from cmmd.diffusion.denoiser import Denoiser, JointDenoiser
 from cmmd.diffusion.guidance import Condition, GuidedDenoiser, guided_denoiser
 from cmmd.diffusion.losses import (
     DiffusionLossConfig,
+    concat_negatives,
     contrastive_bound,
     contrastive_loss,
+    dpo_loss,
     joint_diffusion_loss,
     match_negatives,
     training_loss,
@@ -38,11 +41,13 @@ __all__ = [
     "JointDenoiser",
     "Schedule",
     "append_dims",
+    "concat_negatives",
     "contrastive_bound",
     "contrastive_loss",
     "cosine_alpha_bar",
     "ddim_sample",
     "dpmpp2m_sample",
+    "dpo_loss",
     "eps_from_v",
     "eps_from_x0",
     "guided_denoiser",

@@ -22,6 +22,17 @@ over), so one lambda serves training-length and test-length clips; it does depen
 modality's size per time step (C*H*W of a video frame, the M mel bins), so a lambda tuned for
 one latent size is not portable to another. With a mean instead, lambda would have to grow with
 the clip length.
+
+*Sync guidance* (beyond the paper; :class:`Condition` ``sync_guidance = w > 0``): negative-condition
+guidance against a misaligned condition. Each evaluation also runs the network with the known
+modality circularly shifted in time by ``s`` frames (one signed shift per sample, drawn once, as
+the temporal-shift negatives are made) and moves the generated modality's x0 prediction away from
+that answer: ``x0_g = x0_g(c) + w * (x0_g(c) - x0_g(c_shift))``. This is classifier-free guidance
+(Ho & Salimans 2022) with the shifted condition in place of the null one: its score difference
+is ``grad log p(c | x) - grad log p(c_shift | x)``, which pushes the sample toward what the
+aligned condition explains and the shifted one does not, i.e. toward its timing. The content
+both conditions share (what sounds, not when) cancels. Applied to the unguided prediction and
+added to any reconstruction-guidance correction; one extra network evaluation per step.
 """
 
 from __future__ import annotations
@@ -32,6 +43,7 @@ from typing import Literal
 
 import torch
 
+from cmmd.data.negatives import temporal_shift
 from cmmd.diffusion.denoiser import Denoiser
 from cmmd.diffusion.parameterization import q_sample
 from cmmd.diffusion.schedules import Schedule, append_dims
@@ -50,6 +62,12 @@ class Condition:
     the network the known modality clean at level 0 instead of re-noised at the current level;
     it needs a model trained with ``DiffusionLossConfig.clean_condition_prob > 0``, which has
     learned the conditional ``p(a | v)`` directly rather than only the joint.
+
+    ``sync_guidance`` is the sync-guidance weight ``w`` (module docstring; 0 = off) and
+    ``sync_shift`` the range ``(low, high)`` of the shift magnitude in frames of the known
+    modality's time axis (video frames, mel frames, or samples of a waveform);
+    ``shifts`` (B,) are the signed shifts, drawn once from the sampler's generator when left
+    ``None`` (uniform magnitude in the range, random sign).
     """
 
     mode: ConditionMode = "joint"
@@ -58,6 +76,9 @@ class Condition:
     guidance_scale: float = 0.0
     noise: torch.Tensor | None = None
     known_level: Literal["renoised", "clean"] = "renoised"
+    sync_guidance: float = 0.0
+    sync_shift: tuple[int, int] = (1, 1)
+    shifts: torch.Tensor | None = None
 
     def __post_init__(self) -> None:
         if self.mode not in ("joint", "v2a", "a2v"):
@@ -66,9 +87,12 @@ class Condition:
             raise ValueError(f"known_level must be 'renoised' or 'clean', got {self.known_level!r}")
         if self.guidance_scale < 0:
             raise ValueError(f"guidance_scale must be >= 0, got {self.guidance_scale}")
+        if self.sync_guidance < 0:
+            raise ValueError(f"sync_guidance must be >= 0, got {self.sync_guidance}")
         if self.mode == "joint":
-            if self.guidance_scale != 0:
-                raise ValueError("guidance_scale needs a known modality (mode 'v2a' or 'a2v')")
+            for name in ("guidance_scale", "sync_guidance"):
+                if getattr(self, name) != 0:
+                    raise ValueError(f"{name} needs a known modality (mode 'v2a' or 'a2v')")
             return
         known = self.known
         if known is None:
@@ -78,6 +102,20 @@ class Condition:
             raise ValueError(
                 f"condition noise has shape {tuple(self.noise.shape)}, the known modality {tuple(known.shape)}"
             )
+        if self.sync_guidance > 0:
+            low, high = self.sync_shift
+            length = known.shape[self.time_dim]
+            if not 0 < low <= high < length:
+                raise ValueError(f"sync_shift must satisfy 0 < low <= high < {length} (the known modality's "
+                                 f"length in frames), got {list(self.sync_shift)}")
+            if self.shifts is not None and (self.shifts.shape != known.shape[:1] or bool(
+                    ((self.shifts == 0) | (self.shifts.abs() >= length)).any())):
+                raise ValueError(f"shifts must be ({known.shape[0]},) non-zero frame counts below {length}")
+
+    @property
+    def time_dim(self) -> int:
+        """The known modality's time axis: 1 for video (B, T, C, H, W), -1 for audio (B, M, L)."""
+        return 1 if self.mode == "v2a" else -1
 
     @property
     def known(self) -> torch.Tensor | None:
@@ -90,7 +128,9 @@ class Condition:
         def move(x: torch.Tensor | None) -> torch.Tensor | None:
             return None if x is None else x.to(device=device, dtype=dtype)
 
-        return dataclasses.replace(self, video0=move(self.video0), audio0=move(self.audio0), noise=move(self.noise))
+        shifts = None if self.shifts is None else self.shifts.to(device)
+        return dataclasses.replace(self, video0=move(self.video0), audio0=move(self.audio0), noise=move(self.noise),
+                                   shifts=shifts)
 
 
 class GuidedDenoiser:
@@ -103,6 +143,8 @@ class GuidedDenoiser:
     def __init__(self, denoiser: Denoiser, condition: Condition, schedule: Schedule):
         if condition.mode != "joint" and condition.noise is None:
             raise ValueError("GuidedDenoiser needs condition.noise; build it with guided_denoiser()")
+        if condition.sync_guidance > 0 and condition.shifts is None:
+            raise ValueError("sync guidance needs condition.shifts; build it with guided_denoiser()")
         self.denoiser = denoiser
         self.condition = condition
         self.schedule = schedule
@@ -146,16 +188,29 @@ class GuidedDenoiser:
         scale = self.condition.guidance_scale
         if scale == 0:
             out = list(self.denoiser(states[0], states[1], levels[0], levels[1]))
+            unguided = out[g]
         else:
             with torch.enable_grad():
                 states[g] = states[g].detach().requires_grad_(True)
                 out = list(self.denoiser(states[0], states[1], levels[0], levels[1]))
                 error = (known0 - out[k]).float().pow(2).sum()  # per-sample sums, added over the batch
                 (grad,) = torch.autograd.grad(error, states[g])
+            unguided = out[g] = out[g].detach()
             sqrt_ab = append_dims(self.schedule.alpha_bar_at(levels[g]).sqrt(), grad.ndim).to(grad.dtype)
-            out[g] = out[g].detach() - scale * sqrt_ab * grad  # Eq. 3, reconstruction guidance
+            out[g] = out[g] - scale * sqrt_ab * grad  # Eq. 3, reconstruction guidance
+        if self.condition.sync_guidance > 0:
+            out[g] = out[g] + self.condition.sync_guidance * (unguided - self._shifted_prediction(states, levels))
         out[k] = known0
         return out[0], out[1]
+
+    def _shifted_prediction(self, states: list[torch.Tensor], levels: list[torch.Tensor]) -> torch.Tensor:
+        """The generated modality's x0 prediction with the known state shifted in time (sync guidance)."""
+        k = self.known_index
+        assert k is not None and self.condition.shifts is not None
+        shifted = list(states)
+        shifted[k] = temporal_shift(states[k].detach(), self.condition.shifts, self.condition.time_dim)
+        shifted[1 - k] = states[1 - k].detach()
+        return self.denoiser(shifted[0], shifted[1], levels[0], levels[1])[1 - k]
 
 
 def guided_denoiser(
@@ -164,11 +219,20 @@ def guided_denoiser(
     """Wrap ``denoiser`` with ``condition``, drawing the fixed re-noising ``eps`` (Eq. 5) if not given.
 
     The noise is drawn from ``generator`` (on its device, then moved to the known modality's)
-    with the known modality's shape and dtype.
+    with the known modality's shape and dtype; then, for sync guidance without given
+    ``shifts``, one shift magnitude per sample (uniform integer in ``sync_shift``) and one sign.
     """
     known = condition.known
-    if known is not None and condition.noise is None:
-        device = generator.device if generator is not None else known.device
+    if known is None:
+        return GuidedDenoiser(denoiser, condition, schedule)
+    device = generator.device if generator is not None else known.device
+    if condition.noise is None:
         noise = torch.randn(known.shape, generator=generator, device=device, dtype=known.dtype).to(known.device)
         condition = dataclasses.replace(condition, noise=noise)
+    if condition.sync_guidance > 0 and condition.shifts is None:
+        low, high = condition.sync_shift
+        size = (known.shape[0],)
+        magnitude = torch.randint(low, high + 1, size, generator=generator, device=device)
+        sign = 2 * torch.randint(0, 2, size, generator=generator, device=device) - 1
+        condition = dataclasses.replace(condition, shifts=(sign * magnitude).to(known.device))
     return GuidedDenoiser(denoiser, condition, schedule)

@@ -12,36 +12,55 @@ Errors are accumulated in float32 even when the network runs under bf16/fp16 aut
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal, Protocol
+from typing import Literal, NamedTuple, Protocol
 
 import torch
+import torch.nn.functional as F
 
 from cmmd.config import ConfigError
 from cmmd.diffusion.denoiser import JointModel
-from cmmd.diffusion.parameterization import prediction_target, q_sample
+from cmmd.diffusion.parameterization import prediction_target, q_sample, x0_from_prediction
 from cmmd.diffusion.schedules import Schedule, append_dims
+from cmmd.diffusion.sync_losses import sync_loss
 
 
 @dataclass
 class DiffusionLossConfig:
-    """The training objective (METHOD.md sections 3-4).
+    """The training objective (METHOD.md sections 3-4, and our additions beyond the paper).
 
     * ``prediction``: network output kind, ``"v"`` (ours, paper Eq. 2) or ``"eps"`` (the
       MM-Diffusion baseline, with the linear schedule).
     * ``video_weight`` / ``audio_weight``: weights of the two per-element-mean MSE terms.
-    * ``contrastive``: ``"none"`` (nCMMD, plain Eq. 2), ``"paper"`` (Eq. 6 as written, unbounded
-      below) or ``"bounded"`` (InfoNCE over per-sample diffusion losses, see
-      :func:`contrastive_bound`).
-    * ``eta``: weight of the contrastive term (Eq. 6's eta; also the weight of the bounded term).
-      The paper form is unbounded, so keep it small (1e-4 scale); the bounded term cannot run
-      away and tolerates a larger weight.
-    * ``temperature``: scale of the bounded variant's logits ``-loss / temperature``. Positive
+    * ``contrastive``: the term built on negatives (see :func:`contrastive_loss`): ``"none"``
+      (nCMMD, plain Eq. 2), ``"paper"`` (Eq. 6 as written, unbounded below), ``"bounded"``
+      (InfoNCE over per-sample diffusion losses with one negative, :func:`contrastive_bound`),
+      ``"infonce"`` (the same over ``num_negatives`` >= 2 negatives per sample) or ``"dpo"``
+      (Diffusion-DPO against the negatives as dispreferred pairs, :func:`dpo_loss`; needs a
+      frozen reference model, ``init`` in the training config).
+    * ``num_negatives``: negatives of each modality drawn per sample per step (K; the training
+      loop draws ``negatives`` K times). 1 for ``"bounded"``, >= 2 for ``"infonce"``; any K for
+      ``"paper"`` and ``"dpo"`` (means over more negatives). Unset (``None``): 4 for
+      ``"infonce"``, else 1.
+    * ``eta``: weight of the contrastive term (Eq. 6's eta; also of the bounded, InfoNCE and DPO
+      terms). The paper form is unbounded, so keep it small (1e-4 scale); the others cannot run
+      away and tolerate a larger weight.
+    * ``temperature``: scale of the bounded/InfoNCE logits ``-loss / temperature``. Positive
       and negative per-element losses typically differ by 1e-3..1e-2, so 0.01 puts the logits
       at O(1); a starting point to measure from, not a tuned value.
+    * ``dpo_beta``: Diffusion-DPO's beta; the logit is ``-dpo_beta * N * margin`` with N the
+      training steps (Wallace et al. 2023 write ``beta T``). Their SD runs use a product in the
+      low thousands on per-element-mean MSEs, as ours are; 2.5 x 1000 = 2500 is in that range,
+      a starting point to measure from, not a tuned value.
     * ``negative_terms``: which outputs of a negative pair enter its loss, ``"joint"`` (both, the
       literal Eq. 6), ``"own"`` (the negative modality's output only, CDCD's ``L_cdiff``,
       Eq. 4) or ``"cross"`` (the partner modality's output only); see :func:`contrastive_loss`.
+    * ``sync_weight``: weight of the sync-discriminative term on the x0 predictions
+      (:mod:`cmmd.diffusion.sync_losses`; 0 = off). It needs log-mel audio and no negatives,
+      and adds to any ``contrastive`` form. ``sync_temperature`` scales its correlation logits
+      (correlations lie in [-1, 1]); ``sync_shifts`` are the tested misalignments in mel frames,
+      each in both directions (62.5 mel frames/s at the defaults: 48, 96, 192 and 400 ms).
     * ``clean_condition_prob``: our extension, not in the paper (0 = the paper's training). With
       this probability a sample gives one modality (video or audio, equally likely) to the
       network clean, at level 0, and drops that modality's loss term, so the joint model also
@@ -52,13 +71,19 @@ class DiffusionLossConfig:
     prediction: Literal["v", "eps"] = "v"
     video_weight: float = 1.0
     audio_weight: float = 1.0
-    contrastive: Literal["none", "paper", "bounded"] = "none"
+    contrastive: Literal["none", "paper", "bounded", "infonce", "dpo"] = "none"
+    num_negatives: int | None = None
     eta: float = 1e-4
     temperature: float = 0.01
+    dpo_beta: float = 2.5
     negative_terms: Literal["joint", "own", "cross"] = "joint"
+    sync_weight: float = 0.0
+    sync_temperature: float = 0.1
+    sync_shifts: tuple[int, ...] = (3, 6, 12, 25)
     clean_condition_prob: float = 0.0
 
     def __post_init__(self) -> None:
+        self.sync_shifts = tuple(self.sync_shifts)
         if not 0 <= self.clean_condition_prob <= 1:
             raise ConfigError(f"clean_condition_prob must be in [0, 1], got {self.clean_condition_prob}")
         if self.video_weight < 0 or self.audio_weight < 0:
@@ -67,6 +92,25 @@ class DiffusionLossConfig:
             raise ConfigError(f"eta must be >= 0 (0 gives nCMMD), got {self.eta}")
         if self.temperature <= 0:
             raise ConfigError(f"temperature must be > 0, got {self.temperature}")
+        if self.num_negatives is None:
+            self.num_negatives = 4 if self.contrastive == "infonce" else 1
+        if self.num_negatives < 1:
+            raise ConfigError(f"num_negatives must be >= 1, got {self.num_negatives}")
+        if self.contrastive == "infonce" and self.num_negatives < 2:
+            raise ConfigError(f"num_negatives must be >= 2 for contrastive infonce (one negative is contrastive "
+                              f"bounded), got {self.num_negatives}")
+        if self.contrastive == "bounded" and self.num_negatives != 1:
+            raise ConfigError(f"num_negatives must be 1 for contrastive bounded (several negatives: contrastive "
+                              f"infonce), got {self.num_negatives}")
+        if self.dpo_beta <= 0:
+            raise ConfigError(f"dpo_beta must be > 0, got {self.dpo_beta}")
+        if self.sync_weight < 0:
+            raise ConfigError(f"sync_weight must be >= 0 (0 = off), got {self.sync_weight}")
+        if self.sync_temperature <= 0:
+            raise ConfigError(f"sync_temperature must be > 0, got {self.sync_temperature}")
+        if not self.sync_shifts or any(k < 1 for k in self.sync_shifts) or len(set(self.sync_shifts)) != len(
+                self.sync_shifts):
+            raise ConfigError(f"sync_shifts must be distinct positive mel-frame counts, got {list(self.sync_shifts)}")
 
 
 class NegativeBatch(Protocol):
@@ -85,10 +129,43 @@ class NegativeBatch(Protocol):
     video_index: torch.Tensor
 
 
+@dataclass
+class NegativeSet:
+    """Several draws of negatives as one :class:`NegativeBatch` (fields as there)."""
+
+    audio: torch.Tensor
+    video_for_audio: torch.Tensor
+    audio_index: torch.Tensor
+    video: torch.Tensor
+    audio_for_video: torch.Tensor
+    video_index: torch.Tensor
+
+
+def concat_negatives(draws: Sequence[NegativeBatch]) -> NegativeSet:
+    """The negatives of all ``draws`` together: K draws of one negative per sample give each
+    sample K negatives of each modality (``DiffusionLossConfig.num_negatives``)."""
+    if not draws:
+        raise ValueError("concat_negatives needs at least one draw")
+    fields = ("audio", "video_for_audio", "audio_index", "video", "audio_for_video", "video_index")
+    return NegativeSet(**{f: torch.cat([getattr(d, f) for d in draws]) for f in fields})
+
+
 def _modality_mse(out: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """Per-sample mean squared error over all non-batch elements (R,), in float32 or wider."""
     dtype = torch.promote_types(torch.promote_types(out.dtype, target.dtype), torch.float32)
     return (out.to(dtype) - target.to(dtype)).pow(2).flatten(1).mean(dim=1)
+
+
+class _Pass(NamedTuple):
+    """One forward pass over R rows: per-row MSEs (R,), the inputs' signal fractions ``ab`` (R,)
+    and, when asked for, the clean-signal predictions (float32, shaped like the data)."""
+
+    err_v: torch.Tensor
+    err_a: torch.Tensor
+    ab_v: torch.Tensor
+    ab_a: torch.Tensor
+    x0_v: torch.Tensor | None = None
+    x0_a: torch.Tensor | None = None
 
 
 def _output_errors(
@@ -102,13 +179,15 @@ def _output_errors(
     prediction: str,
     clean_video: torch.Tensor | None = None,
     clean_audio: torch.Tensor | None = None,
-) -> tuple[torch.Tensor, torch.Tensor]:
+    want_x0: bool = False,
+) -> _Pass:
     """One forward pass; per-sample MSE of the video output and of the audio output, each (R,).
 
     Both modalities are noised to the same level ``t`` (METHOD.md section 3) and the network
     gets ``t`` as float step indices for both streams (the model contract). Rows flagged in
     ``clean_video`` / ``clean_audio`` (R,) bool instead give that modality clean at level 0 as a
     condition, and its error is zeroed (``DiffusionLossConfig.clean_condition_prob``).
+    ``want_x0`` also returns the x0 predictions the outputs imply (for the sync term).
     """
     t = t.to(video0.device)
     n = t.to(torch.float32)
@@ -132,7 +211,11 @@ def _output_errors(
         err_v = err_v * (~clean_video).to(err_v.dtype)
     if clean_audio is not None:
         err_a = err_a * (~clean_audio).to(err_a.dtype)
-    return err_v, err_a
+    if not want_x0:
+        return _Pass(err_v, err_a, ab_v, ab_a)
+    x0_v = x0_from_prediction(prediction, video_n.float(), out_v.float(), ab_v)  # type: ignore[arg-type]
+    x0_a = x0_from_prediction(prediction, audio_n.float(), out_a.float(), ab_a)  # type: ignore[arg-type]
+    return _Pass(err_v, err_a, ab_v, ab_a, x0_v, x0_a)
 
 
 def joint_diffusion_loss(
@@ -155,7 +238,7 @@ def joint_diffusion_loss(
     ``loss = video_weight * video + audio_weight * audio``.
     """
     video, audio = _output_errors(model, video0, audio0, t, noise_video, noise_audio, schedule, cfg.prediction,
-                                  clean_video, clean_audio)
+                                  clean_video, clean_audio)[:2]
     return cfg.video_weight * video + cfg.audio_weight * audio, {"video": video, "audio": audio}
 
 
@@ -216,6 +299,57 @@ def contrastive_bound(
     return m + torch.log(total)
 
 
+def dpo_loss(
+    win: torch.Tensor, win_ref: torch.Tensor, lose: torch.Tensor, lose_ref: torch.Tensor, beta_n: float
+) -> torch.Tensor:
+    """Diffusion-DPO per pair (K,): ``-log sigmoid(-beta_n * ((L_w - L_w_ref) - (L_l - L_l_ref)))``.
+
+    Wallace et al. 2023 ("Diffusion Model Alignment Using Direct Preference Optimization"),
+    with ``beta_n = beta T``: ``L`` are per-sample denoising losses of the model and ``L_ref`` of a
+    frozen reference (the initial model) on the preferred pair ``w`` (aligned audio and video)
+    and the dispreferred ``l`` (a temporally distorted pair, as SyncDPO uses them for sync), at
+    the same step and noise. A diffusion loss bounds ``-log p``, so ``L_ref - L`` estimates how
+    much more likely the model makes a pair than the reference does, and the loss asks for that
+    gain to be larger on the aligned pair than on the distorted one. Unlike Eq. 6 it is bounded
+    below by 0 and saturates once the aligned pair's gain exceeds the distorted pair's by a few
+    ``1 / beta_n``, and it is measured
+    against the reference (DPO's implicit KL anchor), so ruining the denoising of distorted
+    pairs earns little. Equal to ``log 2`` where model and reference agree.
+    """
+    margin = (win - win_ref) - (lose - lose_ref)
+    return -F.logsigmoid(-beta_n * margin)
+
+
+def _sync_term(
+    video0: torch.Tensor,
+    audio0: torch.Tensor,
+    positive: _Pass,
+    cfg: DiffusionLossConfig,
+    clean_video: torch.Tensor | None,
+    clean_audio: torch.Tensor | None,
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """``sync_weight * mean_b (w_a(b) S_a(b) + w_v(b) S_v(b))`` over the B positive rows, and logs.
+
+    ``S_a``, ``S_v``: :func:`cmmd.diffusion.sync_losses.sync_loss` of the predicted audio and the
+    predicted video. A prediction is scored against its partner's ground truth only as far as
+    the network saw that partner: ``w_a = ab_v`` (the signal fraction of the video input; about 1
+    where the video was given clean as the condition), ``w_v = ab_a``; a modality given clean is
+    a condition, not a prediction, and gets weight 0. At pure noise the network has no timing
+    to follow and the term vanishes there.
+    """
+    assert positive.x0_v is not None and positive.x0_a is not None
+    B = video0.shape[0]
+    s_audio, s_video = sync_loss(video0, audio0, positive.x0_v[:B], positive.x0_a[:B], cfg.sync_shifts,
+                                 cfg.sync_temperature)
+    w_audio, w_video = positive.ab_v[:B].to(s_audio.dtype), positive.ab_a[:B].to(s_video.dtype)
+    if clean_audio is not None:
+        w_audio = w_audio * (~clean_audio[:B]).to(w_audio.dtype)
+    if clean_video is not None:
+        w_video = w_video * (~clean_video[:B]).to(w_video.dtype)
+    term = cfg.sync_weight * (w_audio * s_audio + w_video * s_video).mean()
+    return term, {"sync": term.detach(), "sync_audio": s_audio.detach().mean(), "sync_video": s_video.detach().mean()}
+
+
 def contrastive_loss(
     model: JointModel,
     video0: torch.Tensor,
@@ -233,8 +367,9 @@ def contrastive_loss(
     video_index: torch.Tensor | None = None,
     clean_video: torch.Tensor | None = None,
     clean_audio: torch.Tensor | None = None,
+    reference: JointModel | None = None,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """Joint contrastive loss (paper Eq. 6, or its bounded variant), a scalar plus logs.
+    """Joint contrastive loss (paper Eq. 6, its bounded/InfoNCE variants or DPO), a scalar plus logs.
 
     Positives ``video0`` (B, T, C, H, W) / ``audio0`` (B, M, L) with steps ``t`` (B,) and
     noises; ``audio_negatives`` (Ka, M, L) paired with ``video_for_audio`` (Ka, T, C, H, W) and
@@ -276,14 +411,28 @@ def contrastive_loss(
     ``mean_b L_jdiff(a_b, v_b) + eta * (mean_b C_a(b) + mean_b C_v(b))`` where ``C`` is
     :func:`contrastive_bound` comparing each negative's selected term with the same term of its
     positive (the whole ``L_jdiff`` for ``joint``), averaged over positives that have negatives.
+    ``"infonce"``: the same with K >= 2 negatives per positive (``-log softmax`` of the positive
+    among itself and its K negatives, van den Oord et al. 2018): more negatives tighten the bound
+    on the mutual information and let each step contrast against several misalignments at once,
+    at K network rows per sample and modality. ``"dpo"``: ``mean_b L_jdiff(a_b, v_b) + eta *
+    (mean_j D_a(j) + mean_k D_v(k))`` with ``D`` :func:`dpo_loss` of each (positive, negative)
+    pair, the selected term of the model and of the frozen ``reference`` (same rows, same step
+    and noise, no gradient). The positive term stays as an anchor (as in RPO, Pang et al. 2024),
+    so ``eta`` sets how far preference outweighs plain denoising.
+
+    With ``cfg.sync_weight > 0`` the sync term of :func:`_sync_term` on the positive rows is
+    added (logs ``sync``, ``sync_audio``, ``sync_video``).
 
     Logs (detached): ``loss``, ``loss_diffusion`` (positive mean), ``loss_video``, ``loss_audio``
     (positive per-modality MSE), ``contrast`` (the added term), and per negative kind present
     ``neg_{audio,video}_loss`` (mean selected term) and ``neg_{audio,video}_gap`` (mean of negative
     minus its positive's same term: > 0 means the model tells them apart).
     """
-    if cfg.contrastive not in ("paper", "bounded"):
-        raise ValueError(f"contrastive_loss needs contrastive 'paper' or 'bounded', got {cfg.contrastive!r}")
+    if cfg.contrastive not in ("paper", "bounded", "infonce", "dpo"):
+        raise ValueError(f"contrastive_loss needs contrastive 'paper', 'bounded', 'infonce' or 'dpo', "
+                         f"got {cfg.contrastive!r}")
+    if cfg.contrastive == "dpo" and reference is None:
+        raise ValueError("contrastive 'dpo' needs a frozen reference model")
     owner_a = _owners(video_for_audio, video0, audio_index)
     owner_v = _owners(audio_for_video, audio0, video_index)
     B, Ka = video0.shape[0], audio_negatives.shape[0]
@@ -291,20 +440,14 @@ def contrastive_loss(
     video_rows = torch.cat([video0, video0[owner_a], video_negatives.to(video0.dtype)])
     audio_rows = torch.cat([audio0, audio_negatives.to(audio0.dtype), audio0[owner_v]])
     t_rows = t.to(rows.device)[rows]
-    raw_v, raw_a = _output_errors(
-        model, video_rows, audio_rows, t_rows, noise_video[rows], noise_audio[rows], schedule, cfg.prediction,
-        None if clean_video is None else clean_video[rows], None if clean_audio is None else clean_audio[rows],
-    )
-    err_v, err_a = cfg.video_weight * raw_v, cfg.audio_weight * raw_a
-    positive = err_v[:B] + err_a[:B]
-
-    # (term of each negative row, the same term of the positive rows) per negative kind.
-    sl_a, sl_v = slice(B, B + Ka), slice(B + Ka, None)
-    terms = {
-        "joint": {"audio": (err_v[sl_a] + err_a[sl_a], positive), "video": (err_v[sl_v] + err_a[sl_v], positive)},
-        "own": {"audio": (err_a[sl_a], err_a[:B]), "video": (err_v[sl_v], err_v[:B])},
-        "cross": {"audio": (err_v[sl_a], err_v[:B]), "video": (err_a[sl_v], err_a[:B])},
-    }[cfg.negative_terms]
+    inputs = (video_rows, audio_rows, t_rows, noise_video[rows], noise_audio[rows], schedule, cfg.prediction,
+              None if clean_video is None else clean_video[rows], None if clean_audio is None else clean_audio[rows])
+    result = _output_errors(model, *inputs, want_x0=cfg.sync_weight > 0)
+    positive, terms = _pair_terms(result, B, Ka, cfg)
+    if cfg.contrastive == "dpo":
+        assert reference is not None
+        with torch.no_grad():
+            ref_terms = _pair_terms(_output_errors(reference, *inputs), B, Ka, cfg)[1]
 
     contrast = positive.new_zeros(())
     logs: dict[str, torch.Tensor] = {}
@@ -314,6 +457,12 @@ def contrastive_loss(
         negative, positive_same = terms[kind]
         if cfg.contrastive == "paper":
             contrast = contrast - cfg.eta * negative.mean()
+        elif cfg.contrastive == "dpo":
+            negative_ref, positive_ref = ref_terms[kind]
+            margin = (positive_same[owner] - positive_ref[owner]) - (negative - negative_ref)
+            contrast = contrast + cfg.eta * dpo_loss(positive_same[owner], positive_ref[owner], negative, negative_ref,
+                                                     cfg.dpo_beta * schedule.num_steps).mean()
+            logs[f"dpo_{kind}_margin"] = margin.detach().mean()
         else:
             has_negative = torch.bincount(owner, minlength=B) > 0
             bound = contrastive_bound(positive_same, negative, owner, cfg.temperature)
@@ -322,14 +471,34 @@ def contrastive_loss(
         logs[f"neg_{kind}_gap"] = (negative - positive_same[owner]).detach().mean()
 
     loss = positive.mean() + contrast
+    if cfg.sync_weight > 0:
+        sync, sync_logs = _sync_term(video0, audio0, result, cfg, clean_video, clean_audio)
+        loss = loss + sync
+        logs.update(sync_logs)
     logs.update(
         loss=loss.detach(),
         loss_diffusion=positive.detach().mean(),
-        loss_video=raw_v[:B].detach().mean(),
-        loss_audio=raw_a[:B].detach().mean(),
+        loss_video=result.err_v[:B].detach().mean(),
+        loss_audio=result.err_a[:B].detach().mean(),
         contrast=contrast.detach(),
     )
     return loss, logs
+
+
+def _pair_terms(
+    result: _Pass, B: int, Ka: int, cfg: DiffusionLossConfig
+) -> tuple[torch.Tensor, dict[str, tuple[torch.Tensor, torch.Tensor]]]:
+    """The positives' joint loss (B,) and, per negative kind, (the selected term of each negative
+    row, the same term of the B positive rows) (``cfg.negative_terms``, :func:`contrastive_loss`)."""
+    err_v, err_a = cfg.video_weight * result.err_v, cfg.audio_weight * result.err_a
+    positive = err_v[:B] + err_a[:B]
+    sl_a, sl_v = slice(B, B + Ka), slice(B + Ka, None)
+    terms = {
+        "joint": {"audio": (err_v[sl_a] + err_a[sl_a], positive), "video": (err_v[sl_v] + err_a[sl_v], positive)},
+        "own": {"audio": (err_a[sl_a], err_a[:B]), "video": (err_v[sl_v], err_v[:B])},
+        "cross": {"audio": (err_v[sl_a], err_v[:B]), "video": (err_a[sl_v], err_a[:B])},
+    }[cfg.negative_terms]
+    return positive, terms
 
 
 def training_loss(
@@ -340,15 +509,18 @@ def training_loss(
     schedule: Schedule,
     cfg: DiffusionLossConfig,
     generator: torch.Generator,
+    reference: JointModel | None = None,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """One training objective evaluation: scalar loss to back-propagate, and detached logs.
 
     ``video`` (B, T, C, H, W) and ``audio`` (B, M, L) are the clean (normalised) data. Draws, in
     this order and on the generator's device, ``t`` (B,) uniform integers in ``[0, N)``, then the
     video noise, then the audio noise, so a step is a pure function of the generator's seed.
-    With ``cfg.contrastive == "none"`` this is the mean of :func:`joint_diffusion_loss` and
-    ``negatives`` is ignored; otherwise :func:`contrastive_loss` with ``negatives`` (required).
-    Log keys are those of :func:`contrastive_loss` (without the negative ones for ``"none"``).
+    With ``cfg.contrastive == "none"`` this is the mean of :func:`joint_diffusion_loss` (plus the
+    sync term when ``cfg.sync_weight > 0``) and ``negatives`` is ignored; otherwise
+    :func:`contrastive_loss` with ``negatives`` (required) and, for ``"dpo"``, the frozen
+    ``reference``. Log keys are those of :func:`contrastive_loss` (without the negative ones
+    for ``"none"``).
     """
     dev = generator.device
     t = torch.randint(0, schedule.num_steps, (video.shape[0],), generator=generator, device=dev)
@@ -361,21 +533,24 @@ def training_loss(
         clean_video = u < cfg.clean_condition_prob / 2
         clean_audio = (u >= cfg.clean_condition_prob / 2) & (u < cfg.clean_condition_prob)
     if cfg.contrastive == "none":
-        per_sample, parts = joint_diffusion_loss(model, video, audio, t, noise_video, noise_audio, schedule, cfg,
-                                                 clean_video, clean_audio)
-        loss = per_sample.mean()
+        result = _output_errors(model, video, audio, t, noise_video, noise_audio, schedule, cfg.prediction,
+                                clean_video, clean_audio, want_x0=cfg.sync_weight > 0)
+        loss = (cfg.video_weight * result.err_v + cfg.audio_weight * result.err_a).mean()
         logs = {
-            "loss": loss.detach(),
             "loss_diffusion": loss.detach(),
-            "loss_video": parts["video"].detach().mean(),
-            "loss_audio": parts["audio"].detach().mean(),
+            "loss_video": result.err_v.detach().mean(),
+            "loss_audio": result.err_a.detach().mean(),
         }
-        return loss, logs
+        if cfg.sync_weight > 0:
+            sync, sync_logs = _sync_term(video, audio, result, cfg, clean_video, clean_audio)
+            loss = loss + sync
+            logs.update(sync_logs)
+        return loss, {"loss": loss.detach(), **logs}
     if negatives is None:
         raise ValueError(f"contrastive={cfg.contrastive!r} needs negatives; got None")
     return contrastive_loss(
         model, video, audio,
         negatives.audio, negatives.video_for_audio, negatives.video, negatives.audio_for_video,
         t, noise_video, noise_audio, schedule, cfg, negatives.audio_index, negatives.video_index,
-        clean_video, clean_audio,
+        clean_video, clean_audio, reference,
     )

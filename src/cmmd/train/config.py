@@ -75,6 +75,12 @@ class TrainConfig:
     machine gets a shorter but fully annealed schedule rather than one cut off half-way. The
     fitted value is stored in every checkpoint and kept by ``--resume`` while this stays true
     (set it false to continue to ``steps`` instead).
+
+    ``init``: a run dir, checkpoint dir or exported weights file whose EMA weights start the
+    model and its EMA (fine-tuning; the optimizer starts fresh). With
+    ``diffusion.loss.contrastive: dpo`` a frozen copy of them is also the DPO reference model.
+    Ignored on ``--resume``, which continues from the run's own checkpoint (the reference is
+    still ``init``).
     """
 
     out_dir: str = "runs/default"
@@ -82,6 +88,7 @@ class TrainConfig:
     steps: int = 1000
     max_minutes: float = 0.0
     fit_steps_to_budget: bool = False
+    init: str = ""
     batch_size: int = 8
     grad_accum: int = 1
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"

@@ -21,12 +21,12 @@ from cmmd.audio.mel import MelStats
 from cmmd.config import save_config, to_dict
 from cmmd.data.dataset import ClipDataset
 from cmmd.data.negatives import make_negatives
-from cmmd.diffusion.losses import training_loss
+from cmmd.diffusion.losses import concat_negatives, training_loss
 from cmmd.diffusion.schedules import Schedule, make_schedule
 from cmmd.errors import CmmdError
 from cmmd.models.presets import build_model
 from cmmd.train import distributed as D
-from cmmd.checkpoint import load_training_state, save_checkpoint
+from cmmd.checkpoint import load_training_state, load_weights, save_checkpoint
 from cmmd.train.config import TrainConfig
 from cmmd.train.core import Ema, LoopSettings, TrainingLoop, check_finite, ignore_stop_signals, open_run
 from cmmd.train.ema import make_ema
@@ -133,6 +133,15 @@ def check_config(cfg: TrainConfig, world_size: int) -> tuple[ClipDataset, MelSta
         raise CmmdError("steps: must be positive")
     if cfg.fit_steps_to_budget and cfg.max_minutes <= 0:
         raise CmmdError("fit_steps_to_budget: needs a time budget, max_minutes > 0 (or set fit_steps_to_budget=false)")
+    loss = cfg.diffusion.loss
+    if loss.contrastive == "dpo" and not cfg.init:
+        raise CmmdError("init: diffusion.loss.contrastive=dpo fine-tunes against a frozen reference model; set init "
+                        "to the checkpoint to start from (a run dir, checkpoint dir or .safetensors file)")
+    if cfg.init and not Path(cfg.init).exists():
+        raise CmmdError(f"init: {cfg.init} does not exist")
+    if loss.sync_weight > 0 and cfg.data.audio != "mel":
+        raise CmmdError("diffusion.loss.sync_weight: the sync term reads onsets from log-mels; it does not work with "
+                        "data.audio=wave (set sync_weight=0)")
     video_channels = build_model(cfg.model.preset, cfg.model.overrides).cfg.video_channels  # also validates model.preset and model.overrides
     wants_wave = cfg.model.preset.startswith("mmdiffusion")
     if wants_wave != (cfg.data.audio == "wave"):
@@ -173,6 +182,31 @@ def check_video_input(cfg: TrainConfig, clips: ClipDataset, channels: int) -> di
             f"data.video=pixels gives {c}-channel frames ({c}x{h}x{w}); set model.overrides.video_channels={c}{hint}"
         )
     return PixelCodec().describe()
+
+
+def load_init(model: torch.nn.Module, path: Path) -> None:
+    """Load the EMA weights at ``path`` (TrainConfig.init) into ``model``; CmmdError naming
+    ``init`` when they cannot be read or do not fit."""
+    try:
+        state = load_weights(path, "ema")
+    except CmmdError as exc:
+        raise CmmdError(f"init: {exc}") from None
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as exc:  # missing, unexpected or mis-shaped tensors; the first is listed
+        detail = (str(exc).splitlines()[1:] or [str(exc)])[0].strip()
+        raise CmmdError(f"init: the weights in {path} do not fit the model of this config ({detail}); set model.* "
+                        "as the init run had it") from None
+
+
+def frozen_reference(cfg: TrainConfig, device: torch.device) -> torch.nn.Module | None:
+    """The DPO reference (diffusion.loss.contrastive=dpo): the ``init`` weights, frozen, in eval
+    mode; None for the other objectives."""
+    if cfg.diffusion.loss.contrastive != "dpo":
+        return None
+    reference = build_model(cfg.model.preset, cfg.model.overrides)
+    load_init(reference, Path(cfg.init))
+    return reference.to(device).eval().requires_grad_(False)
 
 
 @dataclass
@@ -227,6 +261,10 @@ def _train(cfg: TrainConfig, resume: bool, progress: bool, info: D.DistInfo,
             print(f"cmmd train: resumed from {existing} at step {start_step}"
                   + (f" (steps fitted to its budget: {fitted}; fit_steps_to_budget=false sets steps yourself)"
                      if fitted else ""))
+    elif cfg.init:
+        load_init(model, Path(cfg.init))
+        ema.load_state_dict(model.state_dict())
+    reference = frozen_reference(cfg, info.device)
     fit_pending = fitted is None and cfg.fit_steps_to_budget and cfg.max_minutes > 0
 
     config_dict = to_dict(cfg)
@@ -272,10 +310,11 @@ def _train(cfg: TrainConfig, resume: bool, progress: bool, info: D.DistInfo,
             gen = torch.Generator(device=info.device).manual_seed(step_seed(cfg.seed, step, info.rank, 2 + m))
             negatives = None
             if cfg.diffusion.loss.contrastive != "none":
-                negatives = make_negatives(video, audio, cfg.negatives, gen, fps=clips.fps,
-                                           sample_rate=clips.sample_rate)
+                negatives = concat_negatives([
+                    make_negatives(video, audio, cfg.negatives, gen, fps=clips.fps, sample_rate=clips.sample_rate)
+                    for _ in range(cfg.diffusion.loss.num_negatives or 1)])
             with _autocast(cfg, info.device):
-                loss, logs = training_loss(net, video, audio, negatives, schedule, cfg.diffusion.loss, gen)
+                loss, logs = training_loss(net, video, audio, negatives, schedule, cfg.diffusion.loss, gen, reference)
             scaler.scale(loss / cfg.grad_accum).backward()
             for k, v in logs.items():
                 logs_sum[k] = logs_sum.get(k, 0.0) + float(v) / cfg.grad_accum
