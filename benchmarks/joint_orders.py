@@ -31,26 +31,30 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=3.6)
     parser.add_argument("--steps", type=int, default=50)
     parser.add_argument("--split", choices=("validation", "test"), default="validation")
-    parser.add_argument("--orders", default="together,audio-first,video-first")
+    parser.add_argument("--orders",
+                        default="together,audio-first:1,video-first:1,audio-first:2,video-first:2,audio-first:3",
+                        help="comma-separated --joint-order values, each with :REDRAWS for the sequential ones")
     args = parser.parse_args()
     split = VALIDATION if args.split == "validation" else TEST
     lines = [f"# Joint self-consistency: `{args.checkpoint}`, {args.num} samples of {args.seconds} s, DDIM "
              f"{args.steps}, seeds {split.seed}.. ({args.split})", "",
-             "| joint order | F1 own audio [95 % CI] | F1 shuffled | video / audio events per sample | s per sample |",
+             "| joint order:redraws | F1 own audio [95 % CI] | F1 shuffled | video / audio events per sample | s per sample |",
              "|---|---|---|---|---|"]
     report = {}
-    for order in args.orders.split(","):
-        folder = args.out / order
+    for spec in args.orders.split(","):
+        order, _, redraws = spec.partition(":")
+        flags = ["--joint-order", order] + (["--joint-redraws", redraws] if redraws else [])
+        folder = args.out / spec.replace(":", "_")
         start = time.perf_counter()
         subprocess.run([sys.executable, "-m", "cmmd.cli", "generate", args.checkpoint, "--mode", "joint", "--num",
-                        str(args.num), "--seconds", str(args.seconds), "--seed", str(split.seed), "--joint-order",
-                        order, "--steps", str(args.steps), "--out", str(folder), "--overwrite"], check=True,
+                        str(args.num), "--seconds", str(args.seconds), "--seed", str(split.seed), *flags,
+                        "--steps", str(args.steps), "--out", str(folder), "--overwrite"], check=True,
                        env={**os.environ, "TQDM_DISABLE": "1"}, stdout=subprocess.DEVNULL)
         seconds = (time.perf_counter() - start) / args.num
         media = [read_media(f) for f in sorted(folder.glob("*.mp4"))]
         sc = self_consistency([m.frames for m in media], [m.audio for m in media], media[0].fps, media[0].sample_rate)
-        report[order] = {**sc, "seconds_per_sample": seconds}
-        lines.append(f"| {order} | {sc['own']['mean']:.3f} [{sc['own']['lo']:.3f}, {sc['own']['hi']:.3f}] | "
+        report[spec] = {**sc, "seconds_per_sample": seconds}
+        lines.append(f"| {spec} | {sc['own']['mean']:.3f} [{sc['own']['lo']:.3f}, {sc['own']['hi']:.3f}] | "
                      f"{sc['shuffled']['mean']:.3f} | {sc['video_events_per_sample']:.1f} / "
                      f"{sc['audio_events_per_sample']:.1f} | {seconds:.1f} |")
     args.out.mkdir(parents=True, exist_ok=True)
