@@ -331,16 +331,16 @@ def validate(cfg: StudyConfig) -> None:
     system's TrainConfig and model, comparisons, the lambda sweep."""
     if not cfg.systems:
         raise ConfigError("systems: the study lists no system")
-    for mode in ("v2a", "a2v"):
-        primary = cfg.primary(mode)
-        if primary.stage not in cfg.evaluation.metrics:
-            raise ConfigError(f"evaluation.metrics: must include {primary.stage}: the paired tests and curves of "
-                              f"{cfg.test.spec(cfg.data).scene} clips are built on its {primary.key}")
     test = cfg.test.spec(cfg.data)
     try:
         check_scene(test.scene, test.objects, test.tempo_changes)
     except ConfigError as exc:
         raise ConfigError(f"test.{exc}") from None
+    for mode in ("v2a", "a2v"):
+        primary = cfg.primary(mode)
+        if primary.stage not in cfg.evaluation.metrics:
+            raise ConfigError(f"evaluation.metrics: must include {primary.stage}: the paired tests and curves of "
+                              f"{cfg.test.spec(cfg.data).scene} clips are built on its {primary.key}")
     _check_seeds("seeds", cfg.seeds)
     if cfg.parallel < 1 or cfg.threads < 1:
         raise ConfigError(f"parallel and threads must be >= 1, got {cfg.parallel} and {cfg.threads}")
@@ -379,10 +379,10 @@ def validate(cfg: StudyConfig) -> None:
             raise ConfigError(f"data.codec: systems.{name} trains on latents (data.video: latents) but the training "
                               f"set is prepared with pixels only; set data.codec: {DEMO_CODEC} (or a codec spec)")
     names = [run.name for run in cfg.runs()]
-    clash = sorted({n for n in names if names.count(n) > 1 or (n in cfg.systems and cfg.trainer_of(n) != n)})
+    clash = sorted({n for n in names if names.count(n) > 1})
     if clash:
-        raise ConfigError(f"systems: run folder name(s) {', '.join(clash)} would be used twice (a system named "
-                          "like another's seed run); rename the system")
+        raise ConfigError(f"systems: run folder name(s) {', '.join(clash)} would be used twice (a system without "
+                          "seeds named like another's seed run); rename the system")
     for a, b in cfg.compare:
         for side in (a, b):
             if side not in cfg.systems:

@@ -218,6 +218,11 @@ def build_report(cfg: StudyConfig, out: Path, rows: Mapping[str, Mapping[str, An
                         f"{VALIDATION.seed}, never the test clips) with {cfg.curve.steps} sampler steps, the system's "
                         "own sampling otherwise; mean over seeds +- SD over seeds. A trend, not a headline: few clips "
                         "and few steps."]
+        gone = [f"{run}: {', '.join(map(str, c['missing']))}" for runs in curves.values() for run, c in runs.items()
+                if c["missing"]]
+        if gone:
+            curve_lines += ["", "Curve steps without a checkpoint (the run was trained without this curve, or its "
+                            f"checkpoints were removed after a curve with other settings): {'; '.join(gone)}."]
         sections.append(("Learning curves (validation)", curve_lines))
     if eta_rows:
         sections.append(("Contrastive weight (eta) sweep", [
