@@ -180,6 +180,12 @@ def test_micro_sync_study_end_to_end(tmp_path: Path, monkeypatch: pytest.MonkeyP
     assert all(t["n"] == 6 and t["alpha_level"] == pytest.approx(0.0125) and "mde" in t for t in tests)
     md = (out / "study.md").read_text()
     assert "## Seeds" in md and "MDE (80% power)" in md and "![learning curves](curves.png)" in md
+    # A second invocation reuses the runs and their curves (their checkpoints are gone).
+    assert main(["study", str(CONFIGS / "study_sync_micro.yaml"), "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "cmmd-seed0: reuse" in printed and "done  curve cmmd-seed0: 2 points" in printed
+    assert json.loads((out / "study.json").read_text())["curves"] == study["curves"]
+    assert "without a checkpoint" not in (out / "study.md").read_text()
     # Held-out clips: TEST seeds for the tables, VALIDATION seeds for the curves.
     for folder, split in (("test_clips", TEST), ("curve_clips", VALIDATION)):
         meta = json.loads((out / folder / "impacts_00001.json").read_text())

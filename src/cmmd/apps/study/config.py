@@ -65,7 +65,7 @@ PRIMARY: dict[tuple[str, str], Primary] = {
     ("impacts", "v2a"): Primary("sync_v2a_f1", "sync", "v2a sync F1", 100.0, "pts"),
     ("impacts", "a2v"): Primary("sync_a2v_f1", "sync", "a2v sync F1", 100.0, "pts"),
     ("dance", "v2a"): Primary("beat_hit_rate_100ms[sidecar]", "beat", "v2a beat hit rate @100ms", 100.0, "pts"),
-    ("dance", "a2v"): Primary("abs_av_offset_ms", "offset", "a2v |AV offset|", 1.0, "ms", lower_is_better=True),
+    ("dance", "a2v"): Primary("abs_av_offset_ms", "offset", "a2v abs. AV offset", 1.0, "ms", lower_is_better=True),
 }
 
 

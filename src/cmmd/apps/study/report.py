@@ -284,7 +284,7 @@ def build_report(cfg: StudyConfig, out: Path, rows: Mapping[str, Mapping[str, An
         "real_clips": {mode: {k: summary_entry(e) for k, e in reference["metrics"][mode].items()}
                        for mode in ("v2a", "a2v")},
         "paired_tests": tests,
-        "eta_sweep": sorted(eta_rows, key=lambda n: rows[n]["eta"]) if eta_rows else None,
+        "eta_sweep": sorted(eta_rows, key=lambda n: pooled[n]["eta"]) if eta_rows else None,
         "lambda_sweep": {"system": cfg.lambda_sweep.system, "known_level": cfg.lambda_sweep.known_level,
                          "rows": [_system_json(r) for r in lambda_rows]} if lambda_rows else None,
         "notes": list(notes),

@@ -213,6 +213,7 @@ def score_curve(job: CurveJob) -> dict[str, Any]:
     points_at = sorted({*range(job.every, steps + 1, job.every), steps})
     spec = {"sampling": asdict(job.sampling), "names": list(job.names), "clips": job.clip_spec,
             "keys": job.keys, "settings": {m: asdict(s) for m, s in job.settings.items()}, "vocoder": job.vocoder}
+    spec = json.loads(json.dumps(spec, default=str))  # as read back (tuples become lists)
     recorded = read_json(run_dir / CURVE)
     points: dict[str, Any] = recorded["points"] if recorded is not None and recorded["spec"] == spec else {}
     missing = []
