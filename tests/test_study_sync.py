@@ -169,7 +169,8 @@ def test_micro_sync_study_end_to_end(tmp_path: Path, monkeypatch: pytest.MonkeyP
         assert saved["seed"] == seed and saved["data"]["video"] == "latents"
         # The curve scored steps 2 and 4, then removed every checkpoint but the newest.
         assert sorted(p.name for p in (out / "runs" / run / "checkpoints").glob("step_*")) == ["step_00000004"]
-        assert set(study["curves"][run.split("-")[0]][run]) == {"2", "4"}
+        curve = study["curves"][run.split("-")[0]][run]
+        assert set(curve) == {"2", "4"} and 0 < curve["2"]["train_seconds"] < curve["4"]["train_seconds"]
     assert (out / "prepared" / "codec.json").is_file() and (out / "curves.png").stat().st_size > 1000
     pooled = study["pooled"]["cmmd"]
     assert pooled["seeds"] == [0, 1] and len(pooled["per_seed"]["v2a"]) == 2
@@ -180,6 +181,7 @@ def test_micro_sync_study_end_to_end(tmp_path: Path, monkeypatch: pytest.MonkeyP
     assert all(t["n"] == 6 and t["alpha_level"] == pytest.approx(0.0125) and "mde" in t for t in tests)
     md = (out / "study.md").read_text()
     assert "## Seeds" in md and "MDE (80% power)" in md and "![learning curves](curves.png)" in md
+    assert "Training wall time per 1000 steps" in md
     # A second invocation reuses the runs and their curves (their checkpoints are gone).
     assert main(["study", str(CONFIGS / "study_sync_micro.yaml"), "--out", str(out)]) == 0
     printed = capsys.readouterr().out
@@ -190,3 +192,11 @@ def test_micro_sync_study_end_to_end(tmp_path: Path, monkeypatch: pytest.MonkeyP
     for folder, split in (("test_clips", TEST), ("curve_clips", VALIDATION)):
         meta = json.loads((out / folder / "impacts_00001.json").read_text())
         assert meta["seed"] == clip_seed(split.seed, 1) and len(meta["objects"]) == 2
+
+
+def test_train_seconds_adds_up_resumed_segments(tmp_path: Path) -> None:
+    from cmmd.apps.study.tasks import train_seconds
+
+    (tmp_path / "log.csv").write_text("step,loss,seconds\n25,1.0,10.0\n50,0.9,20.0\n75,0.8,5.0\n100,0.7,15.0\n")
+    assert train_seconds(tmp_path) == {25: 10.0, 50: 20.0, 75: 25.0, 100: 35.0}
+    assert train_seconds(tmp_path / "none") == {}

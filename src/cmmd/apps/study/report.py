@@ -218,6 +218,16 @@ def build_report(cfg: StudyConfig, out: Path, rows: Mapping[str, Mapping[str, An
                         f"{VALIDATION.seed}, never the test clips) with {cfg.curve.steps} sampler steps, the system's "
                         "own sampling otherwise; mean over seeds +- SD over seeds. A trend, not a headline: few clips "
                         "and few steps."]
+        timed = []
+        for system, runs in curves.items():
+            rates = [p["train_seconds"] / int(step) for c in runs.values() for step, p in c["points"].items()
+                     if p.get("train_seconds")]
+            if rates:
+                timed.append(f"{labels[system]} {1000 * float(np.mean(rates)) / 60:.1f} min")
+        if timed:
+            curve_lines += ["", "Training wall time per 1000 steps (mean over the curve points and seeds; each point's "
+                            "`train_seconds` is in study.json, for reading the curves at equal wall-clock time): "
+                            f"{', '.join(timed)}."]
         gone = [f"{run}: {', '.join(map(str, c['missing']))}" for runs in curves.values() for run, c in runs.items()
                 if c["missing"]]
         if gone:

@@ -323,7 +323,7 @@ def _describe(task: Task, result: dict[str, Any]) -> str:
     if task.fn is score_curve:
         last = result["points"][str(max(int(s) for s in result["points"]))] if result["points"] else {}
         return f"{len(result['points'])} points; last " + (", ".join(
-            f"{m} {e['point']:.3f}" for m, e in last.items()) or "n/a")
+            f"{m} {last[m]['point']:.3f}" for m in MODES if m in last) or "n/a")
     mode = task.key.rsplit(" ", 1)[-1]
     keys = [f"sync_{mode}_f1"] if mode in MODES else ["sync_v2a_f1", "sync_a2v_f1"]
     return ", ".join(f"{k} {result['metrics'][k]['point']:.3f}" for k in keys if k in result["metrics"]) or "done"

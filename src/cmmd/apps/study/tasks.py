@@ -11,6 +11,7 @@ each task once the tasks it needs are done, in the order given (trainings first)
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import shutil
@@ -200,10 +201,28 @@ class CurveJob:
     settings: dict[str, EvalSettings]
 
 
+def train_seconds(run_dir: Path) -> dict[int, float]:
+    """Training wall seconds at each logged step of a run (its ``log.csv``); a resumed run's
+    segments are added up (each from the last logged step of the one before, so approximately)."""
+    path = run_dir / "log.csv"
+    if not path.is_file():
+        return {}
+    out: dict[int, float] = {}
+    offset = last = 0.0
+    with path.open() as f:
+        for row in csv.DictReader(f):
+            seconds = float(row["seconds"])
+            if seconds < last:
+                offset += last
+            last = seconds
+            out[int(row["step"])] = offset + seconds
+    return out
+
+
 def score_curve(job: CurveJob) -> dict[str, Any]:
     """The run's learning curve: for each curve step, the primary metric of v2a and a2v outputs
-    of the validation clips (point, CI, per clip), written to ``<run>/curve.json`` after each
-    point. Afterwards the run's checkpoints other than its newest are removed (the curve is what
+    of the validation clips (point, CI, per clip) and the training seconds up to that step (where
+    the log has the step: ``train_seconds``), written to ``<run>/curve.json`` after each point. Afterwards the run's checkpoints other than its newest are removed (the curve is what
     they were kept for); a point whose checkpoint is gone (removed after an earlier curve with
     other settings) is listed in ``missing``."""
     from cmmd.checkpoint import STEP_PREFIX, latest_checkpoint
@@ -233,7 +252,8 @@ def score_curve(job: CurveJob) -> dict[str, Any]:
             entry = result["metrics"].get(key)
             point[mode] = ({k: entry[k] for k in ("point", "lo", "hi", "n", "per_item")} if entry is not None
                            else {"point": float("nan"), "reason": f"{key} not computed: {result.get('notes')}"})
-        points[str(step)] = point
+        seconds = train_seconds(run_dir).get(step)
+        points[str(step)] = {**point, **({"train_seconds": seconds} if seconds is not None else {})}
         write_json(run_dir / CURVE, {"spec": spec, "points": points})
         print(f"study: curve of {run_dir.name} at step {step}: "
               + ", ".join(f"{m} {p['point']:.3f}" for m, p in point.items()), flush=True)
