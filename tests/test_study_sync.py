@@ -117,7 +117,7 @@ def test_seeds_expand_into_runs_and_curve_checkpoints(tmp_path: Path) -> None:
     ({"systems": {"x": {"trained_as": "ncmmd-renoised"}}}, r"systems.x.trained_as: 'ncmmd-renoised' is not a system"),
     ({"systems": {"x": {"trained_as": "cmmd", "seeds": [1]}}}, r"systems.x.seeds: the system samples the runs of cmmd"),
     ({"systems": {"cmmd-seed1": {"train": {}, "seeds": []}}}, r"run folder name\(s\) cmmd-seed1"),
-    ({"data": {"scene": "dance", "objects": 1}}, r"evaluation.metrics: must include beat"),
+    ({"data": {"scene": "dance", "objects": 1}}, r"evaluation: metrics must include beat"),
     ({"curve": {"every": -1}}, r"curve: need every >= 0"),
 ])
 def test_sync_study_config_errors_name_the_key(tmp_path: Path, change: dict[str, Any], message: str) -> None:

@@ -339,7 +339,7 @@ def validate(cfg: StudyConfig) -> None:
     for mode in ("v2a", "a2v"):
         primary = cfg.primary(mode)
         if primary.stage not in cfg.evaluation.metrics:
-            raise ConfigError(f"evaluation.metrics: must include {primary.stage}: the paired tests and curves of "
+            raise ConfigError(f"evaluation: metrics must include {primary.stage}: the paired tests and curves of "
                               f"{cfg.test.spec(cfg.data).scene} clips are built on its {primary.key}")
     _check_seeds("seeds", cfg.seeds)
     if cfg.parallel < 1 or cfg.threads < 1:
