@@ -10,7 +10,8 @@ from cmmd.errors import CmmdError
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("config", help="study YAML (configs/study_cpu.yaml, study_eta_sweep_cpu.yaml, study_gpu.yaml)")
+    parser.add_argument("config", help="study YAML (configs/study_sync_cpu.yaml, study_sync_gpu.yaml, study_cpu.yaml, "
+                             "study_eta_sweep_cpu.yaml, study_gpu.yaml; docs/STUDY.md)")
     parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
                         help="dotted overrides, e.g. budget.minutes=2 test.clips=4 "
                              "systems.cmmd.train.diffusion.loss.eta=1e-3")

@@ -7,7 +7,10 @@ Two scenes, both seeded and renderable at any duration, frame size, frame rate a
   floor and flashes; at the same instant the audio has a percussive tone whose pitch encodes the
   disc's class (``IMPACT_CLASSES``: colour <-> pitch). Sync and class metrics are exact.
 * ``dance``: a stick figure toggles between two poses on every beat of a kick/hi-hat loop at a
-  random tempo, for beat tracking (beats are not frame-snapped, as in real music).
+  random tempo, for beat tracking (beats are not frame-snapped, as in real music). With
+  ``tempo_changes`` the tempo switches once or twice inside the clip (``TEMPO_CHANGE``), so
+  that neither stream is periodic over the clip and sync cannot come from the tempo alone; the
+  sidecar then lists the switches (``tempo_changes``: time and new tempo) next to the beats.
 
 Frames are ``uint8 (T, H, W, 3)`` and audio ``float32 (S,)`` mono in ``[-1, 1]``, with
 ``T = round(duration * fps)`` and ``S = round(duration * sample_rate)``; frame ``f`` shows time
@@ -48,6 +51,11 @@ MAX_OBJECTS = len(IMPACT_CLASSES)
 # Gaps between one object's impacts: random, so that no model can sync by periodicity alone.
 IMPACT_GAP_S = (0.4, 1.2)
 TEMPO_BPM = (80.0, 160.0)
+# Tempo switches of a dance clip with tempo_changes: how many, where (fraction of the clip) and
+# the least relative change of the beat period, so that each switch is a real change of pace.
+TEMPO_CHANGES = (1, 2)
+TEMPO_CHANGE_AT = (0.2, 0.8)
+TEMPO_CHANGE_MIN = 0.15
 
 BACKGROUND_RGB = np.array([18.0, 20.0, 28.0], dtype=np.float32)
 FLOOR_RGB = np.array([110.0, 110.0, 110.0], dtype=np.float32)
@@ -109,13 +117,18 @@ def render_clip(
     fps: int = FPS,
     sample_rate: int = SAMPLE_RATE,
     n_objects: int = 1,
+    tempo_changes: bool = False,
 ) -> SynthClip:
     """Render one clip of ``scene`` from ``seed``; same arguments give identical arrays.
 
     Returns frames uint8 (T, size, size, 3), audio float32 (S,) and the sidecar ``meta``
     (events sorted by time). ``n_objects`` (1-4) applies to ``impacts``; ``dance`` has one figure.
+    ``tempo_changes`` (``dance`` only) switches the tempo once or twice inside the clip; without
+    it a clip is the same, bit for bit, as before the option existed.
     """
     _check_render_args(scene, seed, duration, size, fps, sample_rate, n_objects)
+    if tempo_changes and scene != "dance":
+        raise CmmdError(f"tempo_changes applies to the dance scene only, not to {scene!r}")
     rng = np.random.default_rng(seed)
     meta: dict[str, Any] = {
         "scene": scene,
@@ -131,8 +144,11 @@ def render_clip(
     if scene == "impacts":
         frames, audio, objects, events = _render_impacts(rng, t_frames, n_samples, size, fps, sample_rate, n_objects)
     else:
-        frames, audio, objects, events, tempo = _render_dance(rng, t_frames, n_samples, duration, size, fps, sample_rate)
+        frames, audio, objects, events, tempo, changes = _render_dance(
+            rng, t_frames, n_samples, duration, size, fps, sample_rate, tempo_changes)
         meta["tempo_bpm"] = tempo
+        if tempo_changes:
+            meta["tempo_changes"] = changes
     meta["objects"] = objects
     meta["events"] = sorted(events, key=lambda e: (e["time"], e["object"]))
     return SynthClip(frames=frames, audio=audio, meta=meta)
@@ -328,13 +344,20 @@ def _render_dance(
     size: int,
     fps: int,
     sample_rate: int,
-) -> tuple[np.ndarray, np.ndarray, list[dict[str, Any]], list[dict[str, Any]], float]:
-    """Frames (T, H, W, 3) uint8, audio (S,) float32, objects, events and tempo of a dance clip."""
+    tempo_changes: bool = False,
+) -> tuple[np.ndarray, np.ndarray, list[dict[str, Any]], list[dict[str, Any]], float, list[dict[str, float]]]:
+    """Frames (T, H, W, 3) uint8, audio (S,) float32, objects, events, the (first) tempo and the
+    tempo switches (empty without ``tempo_changes``) of a dance clip."""
     tempo = float(rng.uniform(*TEMPO_BPM))
     period = 60.0 / tempo
     t0 = rng.uniform(0.0, period)
-    beats = t0 + period * np.arange(max(0, math.ceil((duration - t0) / period)))
-    beats = beats[beats < duration]
+    changes: list[dict[str, float]] = []
+    if tempo_changes:
+        beats, gaps, changes = _changing_beats(rng, t0, tempo, duration)
+    else:
+        beats = t0 + period * np.arange(max(0, math.ceil((duration - t0) / period)))
+        beats = beats[beats < duration]
+        gaps = np.full(len(beats) + 1, period)
     # Nearest frame inside the clip: a beat in the last half frame belongs to the last frame.
     beat_frames = np.minimum(np.floor(beats * fps + 0.5).astype(np.int64), t_frames - 1)
     lane_x = 0.5 + rng.uniform(-0.1, 0.1)
@@ -349,7 +372,8 @@ def _render_dance(
     kick = _kick(sample_rate)
     for time_s in beats.tolist():
         _add_at(kicks, seconds_to_samples(time_s, sample_rate), rng.uniform(0.85, 1.0) * kick)
-    offbeats = np.concatenate([beats - period / 2, beats[-1:] + period / 2])
+    # A hi-hat half-way between beats, and half a beat before the first and after the last.
+    offbeats = np.concatenate([beats - gaps[:-1] / 2, beats[-1:] + gaps[-1] / 2])
     for time_s in offbeats[(offbeats >= 0) & (offbeats < duration)].tolist():
         _add_at(kicks, seconds_to_samples(time_s, sample_rate), rng.uniform(0.2, 0.25) * _hihat(rng, sample_rate))
     audio = _finish_audio(rng, kicks)
@@ -359,7 +383,35 @@ def _render_dance(
         {"time": float(b), "frame": int(f), "class": "beat", "class_index": 0, "object": 0}
         for b, f in zip(beats.tolist(), beat_frames.tolist())
     ]
-    return frames, audio, objects, events, tempo
+    return frames, audio, objects, events, tempo, changes
+
+
+def _changing_beats(rng: np.random.Generator, t0: float, tempo: float,
+                    duration: float) -> tuple[np.ndarray, np.ndarray, list[dict[str, float]]]:
+    """Beat times ``(K,)`` from ``t0`` whose tempo switches at 1-2 random times of the clip.
+
+    Each switch draws a new tempo from ``TEMPO_BPM`` whose period differs from the current one by
+    at least ``TEMPO_CHANGE_MIN`` (relative); a beat's gap to the next follows the tempo in force
+    at that beat. Returns the beats, the gaps ``(K + 1,)`` around them (gap ``i`` precedes beat
+    ``i``, the first one is the first tempo's period, the last follows the last beat) and the
+    switches ``[{"time", "tempo_bpm"}]``.
+    """
+    n_changes = int(rng.integers(TEMPO_CHANGES[0], TEMPO_CHANGES[1] + 1))
+    times = np.sort(rng.uniform(*TEMPO_CHANGE_AT, size=n_changes)) * duration
+    tempos = [tempo]
+    for _ in range(n_changes):
+        while True:
+            candidate = float(rng.uniform(*TEMPO_BPM))
+            if abs(candidate - tempos[-1]) / candidate >= TEMPO_CHANGE_MIN:  # |p' - p| / p of the periods
+                tempos.append(candidate)
+                break
+    beats, gaps, t = [], [60.0 / tempo], t0
+    while t < duration:
+        beats.append(t)
+        gaps.append(60.0 / tempos[int(np.searchsorted(times, t, side="right"))])
+        t += gaps[-1]
+    changes = [{"time": float(c), "tempo_bpm": b} for c, b in zip(times.tolist(), tempos[1:])]
+    return np.asarray(beats), np.asarray(gaps), changes
 
 
 def _kick(sample_rate: int) -> np.ndarray:
@@ -436,6 +488,7 @@ def write_benchmark(
     n_objects: int = 1,
     workers: int = 1,
     overwrite: bool = False,
+    tempo_changes: bool = False,
 ) -> BenchmarkSummary:
     """Write clips ``0 .. n-1`` as ``<out_dir>/<scene>_<i:05d>.mp4`` plus a ``.json`` sidecar.
 
@@ -443,8 +496,11 @@ def write_benchmark(
     so a clip is complete when both files exist; a rerun with the same settings skips complete
     clips (resume). Existing sidecars from different settings are refused unless ``overwrite``,
     which regenerates every clip. ``workers > 1`` renders and encodes in a process pool.
+    ``tempo_changes``: see :func:`render_clip`.
     """
     _check_render_args(scene, seed, duration, size, fps, sample_rate, n_objects)
+    if tempo_changes and scene != "dance":
+        raise CmmdError(f"tempo_changes applies to the dance scene only, not to {scene!r}")
     if size % 2:
         raise CmmdError(f"size must be even for yuv420p mp4 video, got {size}; use {size - 1} or {size + 1}")
     if not isinstance(n, (int, np.integer)) or n < 0:
@@ -458,6 +514,8 @@ def write_benchmark(
 
     settings = {"scene": scene, "duration": float(duration), "size": int(size), "fps": int(fps),
                 "sample_rate": int(sample_rate), "n_objects": int(n_objects)}
+    if tempo_changes:  # only then: the settings (and sidecars) of other clips stay as they were
+        settings["tempo_changes"] = True
     todo: list[int] = []
     conflicts: list[str] = []
     for index in range(n):
@@ -501,9 +559,10 @@ def _existing_clip(out: Path, index: int, seed: int, settings: dict[str, Any]) -
     try:
         meta = json.loads(sidecar.read_text())
         same = (
-            all(meta[key] == value for key, value in settings.items() if key != "n_objects")
+            all(meta[key] == value for key, value in settings.items() if key not in ("n_objects", "tempo_changes"))
             and meta["seed"] == seed
             and len(meta["objects"]) == settings["n_objects"]
+            and ("tempo_changes" in meta) == settings.get("tempo_changes", False)
         )
     except (OSError, ValueError, KeyError, TypeError):
         return "conflict"
@@ -518,7 +577,7 @@ def _make_clip(job: tuple[str, int, dict[str, Any]]) -> None:
     stem, seed, settings = job
     clip = render_clip(
         settings["scene"], seed, settings["duration"], settings["size"], settings["fps"],
-        settings["sample_rate"], settings["n_objects"],
+        settings["sample_rate"], settings["n_objects"], settings.get("tempo_changes", False),
     )
     video_tmp = f"{stem}.mp4.tmp"
     _write_mp4(video_tmp, clip.frames, clip.audio, settings["fps"], settings["sample_rate"])

@@ -11,14 +11,15 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from cmmd.config import flatten_dotted
 from cmmd.conventions import FPS
 from cmmd.apps.study.config import StudyConfig, base_train_config, system_train_dict
-from cmmd.apps.study.tables import (eta_table, lambda_table, main_table, paired_tests, summary_entry,
-                                    tests_table)
-from cmmd.data.splits import TEST
+from cmmd.apps.study.tables import (curve_table, eta_table, lambda_table, main_table, paired_tests, pool_seeds,
+                                    seeds_table, summary_entry, tests_table)
+from cmmd.data.splits import TEST, VALIDATION
 from cmmd.eval.report import json_safe
 from cmmd.train.config import TrainConfig
 
@@ -75,6 +76,12 @@ def budget_sentence(cfg: StudyConfig, train_cfgs: Mapping[str, TrainConfig]) -> 
     return f"budgets differ per system ({listed}), {batch}; {together}"
 
 
+def _scene(scene: str, objects: int, tempo_changes: bool) -> str:
+    if scene == "impacts":
+        return f"impacts, {objects} object{'s' if objects > 1 else ''}"
+    return "dance with tempo changes" if tempo_changes else "dance"
+
+
 def _overrides(data: Mapping[str, Any]) -> str:
     """``key=value`` list of a (nested or dotted) mapping, for the recipes."""
     flat = flatten_dotted(dict(data))
@@ -100,19 +107,75 @@ def _system_json(row: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
+def pooled_rows(cfg: StudyConfig, rows: Mapping[str, Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Per system, its runs' rows pooled over seeds (:func:`pool_seeds` of the primary metrics),
+    with the label, eta, form and steps of its first run."""
+    keys = {mode: cfg.primary(mode).key for mode in ("v2a", "a2v")}
+    out = {}
+    for name in cfg.systems:
+        runs = [r for r in rows.values() if r["system"] == name]
+        first = runs[0]
+        out[name] = {**pool_seeds(runs, keys, cfg.evaluation.n_boot, cfg.evaluation.seed), "system": name,
+                     "label": cfg.label_of(name), "eta": first["eta"], "contrastive": first["contrastive"],
+                     "steps": "/".join(sorted({str(r["steps"]) for r in runs}))}
+    return out
+
+
+def write_curve_plot(cfg: StudyConfig, curves: Mapping[str, Mapping[str, Any]], path: Path) -> Path:
+    """Validation metric against steps, one panel per mode, a line per run (thin) and per system
+    (the mean over its seeds, thick); PNG via matplotlib."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
+    for ax, mode in zip(axes, ("v2a", "a2v")):
+        primary = cfg.primary(mode)
+        for i, (system, runs) in enumerate(curves.items()):
+            colour = f"C{i}"
+            by_step: dict[int, list[float]] = {}
+            for curve in runs.values():
+                pts = sorted((int(s), p[mode]["point"]) for s, p in curve["points"].items() if mode in p)
+                if len(runs) > 1:
+                    ax.plot([s for s, _ in pts], [primary.scale * v for _, v in pts], color=colour, lw=0.7, alpha=0.4)
+                for s, v in pts:
+                    by_step.setdefault(s, []).append(v)
+            steps = sorted(by_step)
+            ax.plot(steps, [primary.scale * float(np.nanmean(by_step[s])) for s in steps], color=colour, lw=2,
+                    marker="o", ms=3, label=cfg.label_of(system))
+        ax.set_xlabel("training step")
+        ax.set_ylabel(f"{primary.label} ({primary.unit})")
+        ax.set_title(f"{mode}: {cfg.curve.clips} validation clips, {cfg.curve.steps} sampler steps", fontsize=9)
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path
+
+
 def build_report(cfg: StudyConfig, out: Path, rows: Mapping[str, Mapping[str, Any]],
                  lambda_rows: Sequence[Mapping[str, Any]], reference: Mapping[str, Any],
                  train_cfgs: Mapping[str, TrainConfig], notes: Sequence[str], command: str,
-                 timing: Mapping[str, Any], say: Callable[[str], None] = print) -> dict[str, Any]:
-    """Compose the tables, write ``study.md`` / ``study.json`` into ``out``, print the tables."""
+                 timing: Mapping[str, Any], curves: Mapping[str, Mapping[str, Any]] | None = None,
+                 say: Callable[[str], None] = print) -> dict[str, Any]:
+    """Compose the tables, write ``study.md`` / ``study.json`` (and ``curves.png`` with a curve)
+    into ``out``, print the tables. ``rows`` are per run; paired tests, power and the eta table
+    use the seeds pooled per system."""
     hw = hardware()
     labels = {name: cfg.label_of(name) for name in cfg.systems}
     budget = budget_sentence(cfg, train_cfgs)
-    tests = paired_tests(rows, cfg.compare, cfg.evaluation.n_boot, cfg.evaluation.seed)
+    keys = {mode: cfg.primary(mode).key for mode in ("v2a", "a2v")}
+    units = {mode: (cfg.primary(mode).label, cfg.primary(mode).scale, cfg.primary(mode).unit) for mode in keys}
+    pooled = pooled_rows(cfg, rows)
+    seeded = any(r["seed"] is not None for r in rows.values())
+    tests = paired_tests(pooled, cfg.compare, cfg.evaluation.n_boot, cfg.evaluation.seed, keys)
     family = eta_family(cfg, cfg.compare[0][0]) if cfg.compare else []
-    eta_rows = {n: rows[n] for n in family} if len({rows[n]["eta"] for n in family}) >= 3 else {}
+    eta_rows = {n: pooled[n] for n in family} if len({pooled[n]["eta"] for n in family}) >= 3 else {}
     tol = int(round(cfg.evaluation.sync_tolerance * 1000))
     window = base_train_config(cfg).data.clip_frames
+    lower = [f"{units[m][0]} is lower-better" for m in keys if cfg.primary(m).lower_is_better]
 
     results = [f"**Budget:** {budget}.", "", *main_table(rows, reference), "",
                f"Sync F1: events detected in the generated audio (v2a) or frames (a2v) against the clip's exact "
@@ -125,11 +188,52 @@ def build_report(cfg: StudyConfig, out: Path, rows: Mapping[str, Mapping[str, An
                "decoding (the vocoder for mel models, Griffin-Lim unless the recipe names one). *Real clips*: the "
                "detector on the real test clips."]
     sections = [("Results", results)]
+    if seeded:
+        sections.append(("Seeds", [
+            *seeds_table(pooled, keys, units), "",
+            "Each training seed is one run (TrainConfig.seed: initialisation and the order of training windows; "
+            "the training set is the same). Per-seed means over the test clips, their SD (the seed-level spread), "
+            "and the pooled per-clip mean: each clip's score averaged over the seeds, mean over clips with its "
+            "bootstrap 95 % CI over clips."]))
     if tests:
-        sections.append(("Paired tests (per-clip sync F1)", [
-            *tests_table(tests, labels), "",
-            "Wilcoxon signed-rank test (Pratt zeros) on the per-clip F1 of the clips both systems have, "
-            "Holm-adjusted over all tests in this table; mean difference in F1 points with its bootstrap 95 % CI."]))
+        sections.append(("Paired tests" + (" (seeds pooled per clip)" if seeded else ""), [
+            *tests_table(tests, labels, units), "",
+            "Wilcoxon signed-rank test (Pratt zeros) on the per-clip scores of the clips both systems have"
+            + (" (each clip's score the mean over the system's seeds)" if seeded else "")
+            + ", Holm-adjusted over all tests in this table; mean difference a - b with its bootstrap 95 % CI"
+            + (f" ({'; '.join(lower)}: a negative difference favours a)" if lower else "") + ". *MDE*: the smallest "
+            f"mean paired difference detectable with 80 % power at the Holm family's strictest level (0.05 / "
+            f"{len(tests)} tests), from the observed SD of the paired differences and the number of pairs: "
+            "(z_(1-alpha/2) + z_0.8) * SD / sqrt(n), a normal approximation (for the Wilcoxon test itself an "
+            "approximation; its efficiency relative to the t test is 0.955 for normal differences)."]))
+    if curves:
+        curve_lines = []
+        for mode in ("v2a", "a2v"):
+            curve_lines += [f"**{units[mode][0]}** ({units[mode][2]}):", "",
+                            *curve_table(curves, labels, mode, units[mode][1]), ""]
+        plot = write_curve_plot(cfg, curves, out / "curves.png")
+        curve_lines += [f"![learning curves]({plot.name})", "",
+                        f"Validation learning curves: every {cfg.curve.every} steps (and the last) each run's "
+                        f"checkpoint (EMA weights) samples {cfg.curve.clips} VALIDATION clips (set seed "
+                        f"{VALIDATION.seed}, never the test clips) with {cfg.curve.steps} sampler steps, the system's "
+                        "own sampling otherwise; mean over seeds +- SD over seeds. A trend, not a headline: few clips "
+                        "and few steps."]
+        timed = []
+        for system, runs in curves.items():
+            rates = [p["train_seconds"] / int(step) for c in runs.values() for step, p in c["points"].items()
+                     if p.get("train_seconds")]
+            if rates:
+                timed.append(f"{labels[system]} {1000 * float(np.mean(rates)) / 60:.1f} min")
+        if timed:
+            curve_lines += ["", "Training wall time per 1000 steps (mean over the curve points and seeds; each point's "
+                            "`train_seconds` is in study.json, for reading the curves at equal wall-clock time): "
+                            f"{', '.join(timed)}."]
+        gone = [f"{run}: {', '.join(map(str, c['missing']))}" for runs in curves.values() for run, c in runs.items()
+                if c["missing"]]
+        if gone:
+            curve_lines += ["", "Curve steps without a checkpoint (the run was trained without this curve, or its "
+                            f"checkpoints were removed after a curve with other settings): {'; '.join(gone)}."]
+        sections.append(("Learning curves (validation)", curve_lines))
     if eta_rows:
         sections.append(("Contrastive weight (eta) sweep", [
             *eta_table(eta_rows), "", "Systems identical except for the contrastive loss weight eta (Eq. 6); "
@@ -148,9 +252,12 @@ def build_report(cfg: StudyConfig, out: Path, rows: Mapping[str, Mapping[str, An
             "clean conditioning."]))
     recipes = [f"- base (every system): {_overrides(cfg.base)}"]
     for name, spec in cfg.systems.items():
-        row = rows[name]
-        recipes.append(f"- **{labels[name]}** (`{name}`): {_overrides(spec.train)}; budget "
-                       f"{cfg.budget_of(name).describe()}; sampling {_sampling(row)}")
+        row = next(r for r in rows.values() if r["system"] == name)
+        seeds = [run.seed for run in cfg.runs_of(name)]
+        trained = (f"the runs of **{labels[spec.trained_as]}**" if spec.trained_as else
+                   f"{_overrides(spec.train)}; budget {cfg.budget_of(name).describe()}")
+        seed_note = f"; seeds {', '.join(map(str, seeds))}" if seeds != [None] else ""
+        recipes.append(f"- **{labels[name]}** (`{name}`): {trained}{seed_note}; sampling {_sampling(row)}")
     sections.append(("Recipes", recipes))
     if notes:
         sections.append(("Notes", [f"- {n}" for n in notes]))
@@ -158,15 +265,19 @@ def build_report(cfg: StudyConfig, out: Path, rows: Mapping[str, Mapping[str, An
     wall = (time.time() - timing["started"]) / 60
     load_end = os.getloadavg()
     d = cfg.data
+    test_scene = cfg.test.spec(d)
     gpu = f", GPU {hw['gpu']}" if hw["gpu"] else ""
     head = [f"# {cfg.title}", "",
             f"Command: `{command}`", "",
             f"Hardware: {hw['cpu']}, {hw['cores']} cores{gpu}; torch {hw['torch']}, Python {hw['python']}; "
             f"load average (1 min) {timing['load_start'][0]:.1f} at the start, {load_end[0]:.1f} at the end; "
             f"this invocation took {wall:.1f} min.", "",
-            f"Training set: {d.clips} synthetic *{d.scene}* clips of {d.seconds:g} s at {d.size}x{d.size} px "
-            f"(clip seeds from {d.seed}), training windows of {window / FPS:g} s. Test set: {cfg.test.clips} held-out "
-            f"clips of {cfg.test.seconds:g} s (TEST split, seeds from {TEST.seed}).", ""]
+            f"Training set: {d.clips} synthetic *{_scene(d.scene, d.objects, d.tempo_changes)}* clips of "
+            f"{d.seconds:g} s at {d.size}x{d.size} px (clip seeds from {d.seed}; video as "
+            f"{'pixels' if d.codec == 'pixel' else d.codec + ' latents where a recipe says data.video: latents'}), "
+            f"training windows of {window / FPS:g} s. Test set: {cfg.test.clips} held-out "
+            f"*{_scene(test_scene.scene, test_scene.objects, test_scene.tempo_changes)}* clips of "
+            f"{cfg.test.seconds:g} s (TEST split, seeds from {TEST.seed}).", ""]
     lines = list(head)
     for title, body in sections:
         lines += [f"## {title}", "", *body, ""]
@@ -177,10 +288,13 @@ def build_report(cfg: StudyConfig, out: Path, rows: Mapping[str, Mapping[str, An
         "load_average_start": list(timing["load_start"]), "load_average_end": list(load_end), "wall_minutes": wall,
         "budget": budget, "config": asdict(cfg),
         "systems": {name: _system_json(row) for name, row in rows.items()},
+        "pooled": {name: {k: v for k, v in row.items()} for name, row in pooled.items()} if seeded else None,
+        "primary": {mode: asdict(cfg.primary(mode)) for mode in ("v2a", "a2v")},
+        "curves": {name: {run: c["points"] for run, c in runs.items()} for name, runs in (curves or {}).items()} or None,
         "real_clips": {mode: {k: summary_entry(e) for k, e in reference["metrics"][mode].items()}
                        for mode in ("v2a", "a2v")},
         "paired_tests": tests,
-        "eta_sweep": sorted(eta_rows, key=lambda n: rows[n]["eta"]) if eta_rows else None,
+        "eta_sweep": sorted(eta_rows, key=lambda n: pooled[n]["eta"]) if eta_rows else None,
         "lambda_sweep": {"system": cfg.lambda_sweep.system, "known_level": cfg.lambda_sweep.known_level,
                          "rows": [_system_json(r) for r in lambda_rows]} if lambda_rows else None,
         "notes": list(notes),

@@ -3,19 +3,22 @@
 Layout of ``OUT``::
 
     study_base.json                  training set + base of this folder (other bases are refused)
-    train_clips/ prepared/           synthetic training set and its shards
-    test_clips/<name>.mp4|.json      held-out clips with their ground truth
-    runs/<system>/                   a training run; study_done.json once it reached its budget
-    generated/<system>/<mode>/       <name>.mp4 (v2a: real video + generated audio; a2v: real
+    train_clips/ prepared/           synthetic training set and its shards (and codec latents)
+    test_clips/<name>.mp4|.json      held-out TEST clips with their ground truth
+    curve_clips/                     VALIDATION clips of the learning curves
+    runs/<run>/                      a training run (<system>, or <system>-seed<k> with seeds);
+                                     study_done.json once it reached its budget, curve.json
+    generated/<system>[/seed<k>]/<mode>/  <name>.mp4 (v2a: real video + generated audio; a2v: real
                                      audio + generated video) and done.json; a lambda sweep in
-                                     generated/<system>/lambda_<value>/<mode>/
+                                     generated/<system>[/seed<k>]/lambda_<value>/<mode>/
     evaluation/<same as generated>/  metrics.json of ``cmmd.eval.evaluate``
+    curves/<run>/step_<n>/<mode>/    the curve's generated validation clips and metrics.json
     logs/<task>.log                  each task's output
-    study.md, study.json             the tables
+    study.md, study.json, curves.*   the tables and the learning-curve plot
 
 Order of work: check the config and every run in OUT (refusing mismatches before anything
-runs), make the training set and test clips, then train, generate and evaluate as tasks
-(:mod:`cmmd.apps.study.tasks`), then the tables (:mod:`cmmd.apps.study.tables`).
+runs), make the training set, test and curve clips, then train, score the curve, generate and
+evaluate as tasks (:mod:`cmmd.apps.study.tasks`), then the tables (:mod:`cmmd.apps.study.tables`).
 """
 
 from __future__ import annotations
@@ -34,11 +37,13 @@ from cmmd.conventions import FPS
 from cmmd.errors import CmmdError
 from cmmd.eval.evaluate import EvalSettings
 from cmmd.pipeline import SamplingSettings
-from cmmd.apps.study.config import (Budget, StudyConfig, base_fingerprint, base_train_config, system_train_dict,
-                                   train_config)
+from cmmd.apps.study.config import (Budget, ClipSpec, Run, StudyConfig, base_fingerprint, base_train_config,
+                                    system_train_dict, train_config)
 from cmmd.apps.study.report import build_report, eta_of
-from cmmd.apps.study.tasks import (DONE, SYSTEM_FILE, EvaluateJob, GenerateJob, Mode, Progress, Task, TrainJob,
-                              evaluate_clips, generate_clips, read_json, run_tasks, train_system, write_json)
+from cmmd.apps.study.tasks import (DONE, SYSTEM_FILE, CurveJob, EvaluateJob, GenerateJob, Mode, Progress, Task,
+                                   TrainJob, evaluate_clips, generate_clips, read_json, run_tasks, score_curve,
+                                   train_system, write_json)
+from cmmd.data.splits import Split
 from cmmd.train.config import TrainConfig
 
 MODES: tuple[Mode, ...] = ("v2a", "a2v")
@@ -81,20 +86,21 @@ class TrainPlan:
 
 
 def plan_training(cfg: StudyConfig, out: Path, resume: bool) -> dict[str, TrainPlan]:
-    """Decide per system, before any work, whether its run is reused, trained or resumed;
-    refuse runs made with another config and interrupted runs without ``--resume``."""
+    """Decide per run, before any work, whether it is reused, trained or resumed; refuse runs
+    made with another config and interrupted runs without ``--resume``."""
     from cmmd.checkpoint import latest_checkpoint
 
     plans = {}
-    for name in cfg.systems:
+    for run in cfg.runs():
+        name = run.name
         run_dir = out / "runs" / name
-        identity = system_train_dict(cfg, name)
+        identity = system_train_dict(cfg, run.system, run.seed)
         recorded = read_json(run_dir / SYSTEM_FILE)
         if recorded is not None and recorded["identity"] != identity:
-            raise CmmdError(f"systems.{name}: {run_dir} was trained with another config "
+            raise CmmdError(f"systems.{run.system}: {run_dir} was trained with another config "
                             f"({_differences(recorded['identity'], identity)}); rename the system or choose another "
                             "--out")
-        budget = cfg.budget_of(name)
+        budget = cfg.budget_of(run.system)
         done = read_json(run_dir / DONE)
         checkpoint = latest_checkpoint(run_dir)
         if done is not None:
@@ -124,42 +130,69 @@ def plan_training(cfg: StudyConfig, out: Path, resume: bool) -> dict[str, TrainP
 
 
 def prepare_training_set(cfg: StudyConfig, out: Path, train_cfgs: dict[str, TrainConfig]) -> None:
-    """Synthesise and prepare the training set (both resume), then check every system against it."""
+    """Synthesise and prepare the training set, with the codec's latents when ``data.codec`` names
+    one (all three resume), then check every run against it."""
     from cmmd.data.prepare import PrepareSettings, prepare_dataset
     from cmmd.data.synth import write_benchmark
     from cmmd.train.loop import check_config
+    from cmmd.video.latents import encode_prepared_dataset
+    from cmmd.video.loading import load_video_codec
 
     d = cfg.data
     workers = max(cfg.parallel, cfg.threads)
     write_benchmark(out / "train_clips", d.scene, d.clips, seed=d.seed, duration=d.seconds, size=d.size,
-                    workers=workers)
+                    n_objects=d.objects, tempo_changes=d.tempo_changes, workers=workers)
     # The shards hold whole clips and training cuts windows anywhere in them; the prepared index
     # is made for the base's window length, as `cmmd demo --train` does.
     clip_seconds = base_train_config(cfg).data.clip_frames / FPS
     prepare_dataset(out / "train_clips", out / "prepared", PrepareSettings(size=d.size, clip_seconds=clip_seconds),
                     workers=workers, progress=False)
+    codec = d.codec_spec()
+    if codec is not None:
+        encode_prepared_dataset(out / "prepared", load_video_codec(codec), progress=False)
     for name, train_cfg in train_cfgs.items():
         try:
             check_config(train_cfg, 1)
         except (CmmdError, ConfigError) as exc:
-            raise CmmdError(f"systems.{name}.train: {exc}") from None
+            raise CmmdError(f"runs/{name}: {exc}") from None
 
 
-def prepare_test_clips(cfg: StudyConfig, out: Path) -> tuple[Path, list[str]]:
-    """The held-out clips (the TEST split of :mod:`cmmd.data.splits`), made once per test spec."""
-    from cmmd.data.splits import TEST, write_split_clips
+def clip_spec(cfg: StudyConfig, clips: int, seconds: float) -> dict[str, Any]:
+    """What identifies a set of held-out clips (their sampling outputs are reused only for the same);
+    scene settings are listed where they differ from one-object impacts, as older studies recorded."""
+    spec: dict[str, Any] = {"clips": clips, "seconds": seconds, "size": cfg.data.size}
+    scene = cfg.test.spec(cfg.data)
+    if scene != ClipSpec("impacts", 1, False):
+        spec.update(scene=scene.scene, objects=scene.objects, tempo_changes=scene.tempo_changes)
+    return spec
 
-    folder = out / "test_clips"
-    spec = {"clips": cfg.test.clips, "seconds": cfg.test.seconds, "size": cfg.data.size, "seed": TEST.seed}
+
+def prepare_heldout_clips(cfg: StudyConfig, split: Split, folder: Path, clips: int,
+                          seconds: float) -> tuple[Path, list[str]]:
+    """``clips`` clips of ``split`` (its default seed; the test set's scene) in ``folder``, made
+    once per spec (``study_test.json`` records it and the names)."""
+    from cmmd.data.synth import clip_name, write_benchmark
+
+    spec = {**clip_spec(cfg, clips, seconds), "seed": split.seed}
     marker = folder / "study_test.json"
     recorded = read_json(marker)
     if recorded is not None and recorded["spec"] == spec:
         return folder, recorded["names"]
     if folder.exists():
         shutil.rmtree(folder)
-    names = write_split_clips(TEST, folder, cfg.test.clips, cfg.test.seconds, cfg.data.size)
+    scene = cfg.test.spec(cfg.data)
+    write_benchmark(folder, scene.scene, clips, seed=split.seed, duration=seconds, size=cfg.data.size,
+                    n_objects=scene.objects, tempo_changes=scene.tempo_changes, overwrite=True)
+    names = [clip_name(scene.scene, i) for i in range(clips)]
     write_json(marker, {"spec": spec, "names": names})
     return folder, names
+
+
+def prepare_test_clips(cfg: StudyConfig, out: Path) -> tuple[Path, list[str]]:
+    """The held-out clips of the headline tables: the TEST split of :mod:`cmmd.data.splits`."""
+    from cmmd.data.splits import TEST
+
+    return prepare_heldout_clips(cfg, TEST, out / "test_clips", cfg.test.clips, cfg.test.seconds)
 
 
 # ----------------------------------------------------------------------------- metrics and tasks
@@ -200,46 +233,83 @@ def eval_settings(cfg: StudyConfig, metrics: tuple[str, ...], mode: Mode) -> Eva
 
 @dataclass(frozen=True)
 class Output:
-    """One set of generated outputs to make and score: a system, a sampling, a folder tag."""
+    """One set of generated outputs to make and score: a system, the run it samples, a sampling,
+    a folder tag."""
 
     system: str
+    run: Run
     tag: str  # "" for the system's own sampling, "lambda_<v>" in the lambda sweep
     sampling: SamplingSettings
 
+    @property
+    def seed_part(self) -> str:
+        return "" if self.run.seed is None else f"seed{self.run.seed}"
+
     def folder(self, root: Path, mode: Mode) -> Path:
-        return root / self.system / self.tag / mode if self.tag else root / self.system / mode
+        parts = [p for p in (self.seed_part, self.tag) if p]
+        return root.joinpath(self.system, *parts, mode)
 
     def key(self, what: str, mode: Mode) -> str:
-        return f"{what} {self.system}{' ' + self.tag if self.tag else ''} {mode}"
+        parts = [p for p in (self.seed_part, self.tag) if p]
+        return " ".join((what, self.system, *parts, mode))
+
+    @property
+    def row_key(self) -> str:
+        """The row's name in study.json: the system, with ``-seed<k>`` in a study with seeds."""
+        return self.system if self.run.seed is None else f"{self.system}-seed{self.run.seed}"
+
+
+def curve_job(cfg: StudyConfig, out: Path, run: Run, train_cfg: TrainConfig, clips: Path, names: list[str],
+              metrics: tuple[str, ...]) -> CurveJob:
+    """Scoring of a run's curve checkpoints: its system's sampling with the curve's sampler steps."""
+    spec = cfg.systems[run.system]
+    keys = {mode: cfg.primary(mode).key for mode in MODES}
+    settings = {mode: replace(eval_settings(cfg, metrics, mode),
+                              metrics=tuple(m for m in metrics if m == cfg.primary(mode).stage)) for mode in MODES}
+    return CurveJob(str(out / "runs" / run.name), replace(spec.sampling, steps=cfg.curve.steps), cfg.curve.every,
+                    str(clips), tuple(names), clip_spec(cfg, cfg.curve.clips, cfg.curve.seconds),
+                    str(out / "curves" / run.name), cfg.curve.batch, str(resolve_device(train_cfg.device)),
+                    spec.vocoder, keys, settings)
 
 
 def build_tasks(cfg: StudyConfig, out: Path, plans: dict[str, TrainPlan], train_cfgs: dict[str, TrainConfig],
-                outputs: list[Output], clips: Path, names: list[str], metrics: tuple[str, ...]) -> list[Task]:
-    """Trainings, then generations, then evaluations (the order in which ready tasks start)."""
+                outputs: list[Output], clips: Path, names: list[str], metrics: tuple[str, ...],
+                curve_clips: tuple[Path, list[str]] | None = None) -> list[Task]:
+    """Trainings, each followed by its curve, then generations, then evaluations (the order in
+    which ready tasks start: a curve starts as soon as its run is trained, before later
+    trainings, so at most a few runs hold their curve checkpoints at once)."""
     logs = out / "logs"
     trains, gens, evals = [], [], []
-    for name, plan in plans.items():
+    for run in cfg.runs():
+        plan = plans[run.name]
         if plan.action != "reuse":
-            trains.append(Task(f"train {name}", train_system,
-                               TrainJob(name, train_cfgs[name], cfg.budget_of(name), system_train_dict(cfg, name),
-                                        plan.action == "resume"), logs / f"train_{name}.log"))
-    trained = {t.job.system for t in trains}
-    clip_spec = {"clips": cfg.test.clips, "seconds": cfg.test.seconds, "size": cfg.data.size}
+            trains.append(Task(f"train {run.name}", train_system,
+                               TrainJob(run.name, train_cfgs[run.name], cfg.budget_of(run.system),
+                                        system_train_dict(cfg, run.system, run.seed), plan.action == "resume"),
+                               logs / f"train_{run.name}.log"))
+        if curve_clips is not None:
+            after = (f"train {run.name}",) if plan.action != "reuse" else ()
+            trains.append(Task(f"curve {run.name}", score_curve,
+                               curve_job(cfg, out, run, train_cfgs[run.name], *curve_clips, metrics),
+                               logs / f"curve_{run.name}.log", after))
+    trained = {t.job.system for t in trains if t.fn is train_system}
+    spec = clip_spec(cfg, cfg.test.clips, cfg.test.seconds)
     for o in outputs:
         for mode in MODES:
-            after = (f"train {o.system}",) if o.system in trained else ()
+            after = (f"train {o.run.name}",) if o.run.name in trained else ()
             gen_key = o.key("generate", mode)
             gens.append(Task(gen_key, generate_clips, GenerateJob(
-                str(out / "runs" / o.system), mode, o.sampling, str(clips), tuple(names), clip_spec,
-                str(o.folder(out / "generated", mode)), cfg.test.batch, str(resolve_device(train_cfgs[o.system].device)),
-                cfg.systems[o.system].vocoder),
+                str(out / "runs" / o.run.name), mode, o.sampling, str(clips), tuple(names), spec,
+                str(o.folder(out / "generated", mode)), cfg.test.batch,
+                str(resolve_device(train_cfgs[o.run.name].device)), cfg.systems[o.system].vocoder),
                 logs / f"{gen_key.replace(' ', '_')}.log", after))
             eval_key = o.key("evaluate", mode)
             evals.append(Task(eval_key, evaluate_clips, EvaluateJob(
                 str(o.folder(out / "generated", mode)), str(clips), str(o.folder(out / "evaluation", mode)),
                 eval_settings(cfg, metrics, mode)), logs / f"{eval_key.replace(' ', '_')}.log", (gen_key,)))
+    real_metrics = tuple(m for m in metrics if m in {cfg.primary(mode).stage for mode in MODES} | {"sync"})
     reference = EvaluateJob(str(clips), str(clips), str(out / "evaluation" / "real_clips"),
-                            replace(eval_settings(cfg, metrics, "v2a"), metrics=("sync",)))
+                            replace(eval_settings(cfg, metrics, "v2a"), metrics=real_metrics))
     evals.append(Task("evaluate real clips", evaluate_clips, reference, logs / "evaluate_real_clips.log"))
     return trains + gens + evals
 
@@ -250,6 +320,10 @@ def _describe(task: Task, result: dict[str, Any]) -> str:
         return f"{result['steps']} steps in {result['train_minutes']:.1f} min"
     if task.fn is generate_clips:
         return f"{'reused, ' if result['reused'] else ''}{result['seconds_per_clip']:.2f} s/clip"
+    if task.fn is score_curve:
+        last = result["points"][str(max(int(s) for s in result["points"]))] if result["points"] else {}
+        return f"{len(result['points'])} points; last " + (", ".join(
+            f"{m} {last[m]['point']:.3f}" for m in MODES if m in last) or "n/a")
     mode = task.key.rsplit(" ", 1)[-1]
     keys = [f"sync_{mode}_f1"] if mode in MODES else ["sync_v2a_f1", "sync_a2v_f1"]
     return ", ".join(f"{k} {result['metrics'][k]['point']:.3f}" for k in keys if k in result["metrics"]) or "done"
@@ -268,45 +342,60 @@ def _own_metrics(metrics: dict[str, Any], mode: Mode) -> dict[str, Any]:
 def run_study(cfg: StudyConfig, out: Path, resume: bool = False, command: str = "cmmd study",
               say: Callable[[str], None] = print) -> dict[str, Any]:
     """Run (or complete) the study into ``out``; returns what ``study.json`` holds."""
+    from cmmd.data.splits import VALIDATION
+
     started, load_start = time.time(), os.getloadavg()
     out.mkdir(parents=True, exist_ok=True)
-    train_cfgs = {name: train_config(cfg, name, out) for name in cfg.systems}
+    runs = cfg.runs()
+    train_cfgs = {run.name: train_config(cfg, run, out) for run in runs}
     claim_out(cfg, out)
     plans = plan_training(cfg, out, resume)
     metrics, notes = available_metrics(cfg)
     for note in notes:
         say(f"note: {note}")
-    say(f"study: {len(cfg.systems)} systems ({', '.join(f'{n}: {p.action}' for n, p in plans.items())}); "
+    say(f"study: {len(cfg.systems)} systems, {len(runs)} training runs "
+        f"({', '.join(f'{n}: {p.action}' for n, p in plans.items())}); "
         f"{cfg.parallel} process(es) x {cfg.threads} thread(s); output in {out}")
     prepare_training_set(cfg, out, train_cfgs)
     clips, names = prepare_test_clips(cfg, out)
-    say(f"study: training set in {out / 'prepared'}, {len(names)} test clips in {clips} "
+    curve_clips = (prepare_heldout_clips(cfg, VALIDATION, out / "curve_clips", cfg.curve.clips, cfg.curve.seconds)
+                   if cfg.curve.every > 0 else None)
+    say(f"study: training set in {out / 'prepared'}, {len(names)} test clips in {clips}"
+        f"{f', {cfg.curve.clips} validation clips for the curves' if curve_clips else ''} "
         f"({(time.time() - started) / 60:.1f} min)")
-    outputs = [Output(name, "", spec.sampling) for name, spec in cfg.systems.items()]
+    outputs = [Output(name, run, "", spec.sampling) for name, spec in cfg.systems.items() for run in cfg.runs_of(name)]
     sweep = cfg.lambda_sweep
-    sweep_outputs = [Output(sweep.system, f"lambda_{value:g}",
+    sweep_outputs = [Output(sweep.system, run, f"lambda_{value:g}",
                             replace(cfg.systems[sweep.system].sampling, guidance_scale=value,
-                                    known_level=sweep.known_level)) for value in sweep.values]
-    tasks = build_tasks(cfg, out, plans, train_cfgs, outputs + sweep_outputs, clips, names, metrics)
+                                    known_level=sweep.known_level))
+                     for value in sweep.values for run in cfg.runs_of(sweep.system)]
+    tasks = build_tasks(cfg, out, plans, train_cfgs, outputs + sweep_outputs, clips, names, metrics, curve_clips)
     results = run_tasks(tasks, cfg.parallel, cfg.threads, Progress(say, _describe, started))
 
-    done = {name: plans[name].done or results[f"train {name}"] for name in cfg.systems}
+    done = {run.name: plans[run.name].done or results[f"train {run.name}"] for run in runs}
 
     def row(o: Output, label: str) -> dict[str, Any]:
         gen = {mode: results[o.key("generate", mode)] for mode in MODES}
         ev = {mode: results[o.key("evaluate", mode)] for mode in MODES}
-        return {"system": o.system, "label": label, "steps": done[o.system]["steps"],
-                "train_minutes": done[o.system]["train_minutes"], "budget": done[o.system]["budget"],
+        trained = done[o.run.name]
+        return {"system": o.system, "run": o.run.name, "seed": o.run.seed, "label": label,
+                "steps": trained["steps"], "train_minutes": trained["train_minutes"], "budget": trained["budget"],
                 "sampling": asdict(o.sampling), "known_level": {m: gen[m]["known_level"] for m in MODES},
                 "vocoder": cfg.systems[o.system].vocoder,
                 "sampling_seconds": {m: gen[m]["seconds_per_clip"] for m in MODES},
                 "metrics": {m: _own_metrics(ev[m]["metrics"], m) for m in MODES},
                 "metrics_json": {m: str(o.folder(out / "evaluation", m) / "metrics.json") for m in MODES},
-                "eta": eta_of(train_cfgs[o.system]), "contrastive": train_cfgs[o.system].diffusion.loss.contrastive}
+                "eta": eta_of(train_cfgs[o.run.name]),
+                "contrastive": train_cfgs[o.run.name].diffusion.loss.contrastive}
 
-    rows = {o.system: row(o, cfg.label_of(o.system)) for o in outputs}
-    lambda_rows = [{**row(o, cfg.label_of(o.system)), "lambda": o.sampling.guidance_scale} for o in sweep_outputs]
+    def label(o: Output) -> str:
+        return cfg.label_of(o.system) + ("" if o.run.seed is None else f" (seed {o.run.seed})")
+
+    rows = {o.row_key: row(o, label(o)) for o in outputs}
+    lambda_rows = [{**row(o, label(o)), "lambda": o.sampling.guidance_scale} for o in sweep_outputs]
+    curves = {name: {run.name: results[f"curve {run.name}"] for run in cfg.runs_of(name)}
+              for name in cfg.systems if cfg.systems[name].trained_as is None} if curve_clips else {}
     real = results["evaluate real clips"]
     reference = {"label": "real clips", "metrics": {"v2a": real["metrics"], "a2v": real["metrics"]}}
     return build_report(cfg, out, rows, lambda_rows, reference, train_cfgs, notes, command,
-                        {"started": started, "load_start": load_start}, say)
+                        {"started": started, "load_start": load_start}, curves, say)

@@ -1,15 +1,18 @@
-"""Study statistics and tables: per-system metrics, paired tests, eta and lambda sweeps.
+"""Study statistics and tables: per-run metrics, seeds pooled, paired tests with their power,
+eta and lambda sweeps, validation curves.
 
-A *row* is a plain dict per system (or per lambda) holding the evaluation results of its v2a and
+A *row* is a plain dict per run (or per lambda) holding the evaluation results of its v2a and
 a2v outputs (``metrics[mode]``: the ``metrics`` of ``cmmd.eval.evaluate``), steps reached,
-training minutes and sampling seconds per clip. Tables are markdown (printed and written to
-``study.md``); the same numbers go to ``study.json``.
+training minutes and sampling seconds per clip. A *pooled* row (:func:`pool_seeds`) has the same
+``metrics`` shape for the primary metrics, each clip's value the mean over the system's seeds.
+Tables are markdown (printed and written to ``study.md``); the same numbers go to ``study.json``.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
+from statistics import NormalDist
 from typing import Any
 
 import numpy as np
@@ -17,6 +20,7 @@ import numpy as np
 from cmmd.eval.stats import bootstrap_ci, holm_correction, paired_wilcoxon
 
 MIN_PAIRS = 6  # paired_wilcoxon's default: with 5 or fewer pairs no two-sided p can fall below 0.05
+ALPHA, POWER = 0.05, 0.8
 
 
 def _finite(x: Any) -> bool:
@@ -90,6 +94,7 @@ def paired_test(a: Mapping[str, float], b: Mapping[str, float], n_boot: int = 20
     out: dict[str, Any] = {"n": int(d.size), "n_dropped": int((~keep).sum()), "unpaired": len(set(a) ^ set(b)),
                            "mean_diff": ci.point, "lo": ci.lo, "hi": ci.hi,
                            "median_diff": float(np.median(d)) if d.size else math.nan,
+                           "sd_diff": float(np.std(d, ddof=1)) if d.size >= 2 else math.nan,
                            "statistic": math.nan, "p_value": math.nan, "reason": ""}
     if d.size < MIN_PAIRS:
         out["reason"] = (f"{d.size} complete pair(s); the Wilcoxon test needs at least {MIN_PAIRS} (with 5 or fewer "
@@ -102,39 +107,153 @@ def paired_test(a: Mapping[str, float], b: Mapping[str, float], n_boot: int = 20
     return out
 
 
+def min_detectable_difference(sd: float, n: int, alpha: float = ALPHA, power: float = POWER) -> float:
+    """The smallest mean paired difference a two-sided test at level ``alpha`` detects with
+    probability ``power``, from the SD ``sd`` of the paired differences and ``n`` pairs:
+    ``(z_{1-alpha/2} + z_power) * sd / sqrt(n)`` (normal approximation of the paired t / z
+    test; for the Wilcoxon signed-rank test an approximation, its efficiency relative to the
+    t test being 0.955 for normal differences). NaN for ``n < 2`` or a non-finite ``sd``."""
+    if n < 2 or not math.isfinite(sd):
+        return math.nan
+    z = NormalDist()
+    return (z.inv_cdf(1 - alpha / 2) + z.inv_cdf(power)) * sd / math.sqrt(n)
+
+
+DEFAULT_KEYS = {"v2a": "sync_v2a_f1", "a2v": "sync_a2v_f1"}
+
+
 def paired_tests(rows: Mapping[str, Mapping[str, Any]], pairs: Sequence[tuple[str, str]], n_boot: int = 2000,
-                 seed: int = 0) -> list[dict[str, Any]]:
-    """Per-clip sync F1 of each pair ``(a, b)`` in v2a and a2v, with Holm-adjusted p-values over
-    all tests that have one (``p_holm``; NaN where the test is undefined)."""
+                 seed: int = 0, keys: Mapping[str, str | None] = DEFAULT_KEYS,
+                 alpha: float = ALPHA) -> list[dict[str, Any]]:
+    """Per-clip ``keys[mode]`` (default: sync F1) of each pair ``(a, b)`` in v2a and a2v, with
+    Holm-adjusted p-values over all tests that have one (``p_holm``; NaN where the test is
+    undefined) and each test's power: the SD of its paired differences (``sd_diff``) and the
+    smallest mean difference detectable with 80 % power at the Holm family's strictest level,
+    ``alpha`` / (number of tests) (``mde``, ``alpha_level``)."""
     tests = []
     for a, b in pairs:
         for mode in ("v2a", "a2v"):
-            key = f"sync_{mode}_f1"
-            ea, eb = metric(rows[a], mode, key), metric(rows[b], mode, key)
+            key = keys.get(mode)
+            ea, eb = (metric(rows[a], mode, key), metric(rows[b], mode, key)) if key else (None, None)
             if ea is None or eb is None:
                 continue
             tests.append({"a": a, "b": b, "mode": mode, "metric": key,
                           **paired_test(ea["per_item"], eb["per_item"], n_boot, seed)})
     finite = [i for i, t in enumerate(tests) if _finite(t["p_value"])]
     adjusted = holm_correction([tests[i]["p_value"] for i in finite]) if finite else []
+    level = alpha / max(1, len(tests))
     for t in tests:
         t["p_holm"] = math.nan
+        t["alpha_level"] = level
+        t["mde"] = min_detectable_difference(t["sd_diff"], t["n"], level)
     for i, p in zip(finite, adjusted):
         tests[i]["p_holm"] = float(p)
     return tests
 
 
-def tests_table(tests: Sequence[Mapping[str, Any]], labels: Mapping[str, str]) -> list[str]:
-    """Markdown table of :func:`paired_tests`."""
+def _signed(x: float, scale: float) -> str:
+    return f"{scale * x:+.1f}" if _finite(x) else "n/a"
+
+
+def tests_table(tests: Sequence[Mapping[str, Any]], labels: Mapping[str, str],
+                units: Mapping[str, tuple[str, float, str]] | None = None) -> list[str]:
+    """Markdown table of :func:`paired_tests`; ``units[mode]`` = (metric label, factor, unit) of
+    the values (default: F1 in points)."""
     def p(x: float) -> str:
         return f"{x:.3g}" if _finite(x) else "n/a"
 
-    rows = [(f"{labels[t['a']]} - {labels[t['b']]}", t["mode"], str(t["n"]),
-             f"{100 * t['mean_diff']:+.1f} [{100 * t['lo']:+.1f}, {100 * t['hi']:+.1f}]" if _finite(t["mean_diff"])
-             else "n/a", f"{100 * t['median_diff']:+.1f}" if _finite(t["median_diff"]) else "n/a",
-             p(t["statistic"]), p(t["p_value"]), p(t["p_holm"]), t["reason"] or "") for t in tests]
-    return markdown_table(("comparison", "mode", "pairs", "mean diff F1, pts [95% CI]", "median diff", "W",
-                           "p (Wilcoxon)", "p (Holm)", "note"), rows)
+    rows = []
+    for t in tests:
+        name, scale, unit = (units or {}).get(t["mode"], ("F1", 100.0, "pts"))
+        diff = (f"{_signed(t['mean_diff'], scale)} [{_signed(t['lo'], scale)}, {_signed(t['hi'], scale)}]"
+                if _finite(t["mean_diff"]) else "n/a")
+        mde = f"{scale * t['mde']:.1f}" if _finite(t.get("mde", math.nan)) else "n/a"
+        rows.append((f"{labels[t['a']]} - {labels[t['b']]}", t["mode"], f"{name}, {unit}", str(t["n"]), diff,
+                     _signed(t["median_diff"], scale), p(t["statistic"]), p(t["p_value"]), p(t["p_holm"]), mde,
+                     t["reason"] or ""))
+    return markdown_table(("comparison", "mode", "metric", "pairs", "mean diff [95% CI]", "median diff", "W",
+                           "p (Wilcoxon)", "p (Holm)", "MDE (80% power)", "note"), rows)
+
+
+# ----------------------------------------------------------------------------- seeds
+
+
+def pool_seeds(runs: Sequence[Mapping[str, Any]], keys: Mapping[str, str | None], n_boot: int = 2000,
+               seed: int = 0) -> dict[str, Any]:
+    """One system's runs (rows of one seed each) pooled: per clip, the mean over seeds of each
+    primary metric ``keys[mode]`` (NaN where every seed is NaN), its mean over clips with a
+    bootstrap CI over clips, and the per-seed means (the seed-level spread: their SD).
+    Returns ``{"metrics": {mode: {key: entry}}, "seeds": [...], "per_seed": {mode: [...]},
+    "seed_sd": {mode: sd}}``; an entry has ``point``, ``lo``, ``hi``, ``n``, ``per_item``."""
+    metrics: dict[str, dict[str, Any]] = {}
+    per_seed: dict[str, list[float]] = {}
+    seed_sd: dict[str, float] = {}
+    for mode, key in keys.items():
+        entries = [metric(r, mode, key) for r in runs] if key else []
+        if not entries or any(e is None for e in entries):
+            continue
+        names = sorted(set().union(*(e["per_item"] for e in entries)))
+        table = np.array([[np.nan if e["per_item"].get(n) is None else float(e["per_item"][n]) for n in names]
+                          for e in entries], dtype=float)  # (seeds, clips)
+        with np.errstate(all="ignore"):
+            counts = (~np.isnan(table)).sum(axis=0)
+            clip_means = np.where(counts > 0, np.nansum(table, axis=0) / np.maximum(counts, 1), np.nan)
+        ci = bootstrap_ci(clip_means, n_boot=n_boot, seed=seed)
+        metrics[mode] = {key: {"kind": "item", "point": ci.point, "lo": ci.lo, "hi": ci.hi, "n": ci.n,
+                               "n_dropped": ci.n_dropped, "per_item": dict(zip(names, clip_means.tolist()))}}
+        per_seed[mode] = [float(e["point"]) for e in entries]
+        finite = [v for v in per_seed[mode] if math.isfinite(v)]
+        seed_sd[mode] = float(np.std(finite, ddof=1)) if len(finite) >= 2 else math.nan
+    return {"metrics": metrics, "seeds": [r.get("seed") for r in runs], "per_seed": per_seed, "seed_sd": seed_sd}
+
+
+def seeds_table(pooled: Mapping[str, Mapping[str, Any]], keys: Mapping[str, str | None],
+                units: Mapping[str, tuple[str, float, str]]) -> list[str]:
+    """Per system and mode: the per-seed means, their mean and SD, and the pooled per-clip mean [CI]."""
+    lines = []
+    for row in pooled.values():
+        for mode, key in keys.items():
+            entry = metric(row, mode, key) if key else None
+            if entry is None:
+                continue
+            _, scale, _ = units[mode]
+            seeds = ", ".join(f"{scale * v:.1f}" if math.isfinite(v) else "n/a" for v in row["per_seed"][mode])
+            finite = [v for v in row["per_seed"][mode] if math.isfinite(v)]
+            mean = f"{scale * float(np.mean(finite)):.1f}" if finite else "n/a"
+            sd = f"{scale * row['seed_sd'][mode]:.1f}" if _finite(row["seed_sd"][mode]) else "n/a"
+            ci = (f"{scale * entry['point']:.1f} [{scale * entry['lo']:.1f}, {scale * entry['hi']:.1f}]"
+                  if _finite(entry["point"]) else "n/a")
+            lines.append((row["label"], mode, f"{units[mode][0]}, {units[mode][2]}", str(len(row["per_seed"][mode])),
+                          seeds, mean, sd, ci))
+    return markdown_table(("system", "mode", "metric", "seeds", "per-seed means", "mean of seeds", "SD over seeds",
+                           "pooled per-clip mean [95% CI]"), lines)
+
+
+# ----------------------------------------------------------------------------- validation curves
+
+
+def curve_table(curves: Mapping[str, Mapping[str, Any]], labels: Mapping[str, str], mode: str,
+                scale: float) -> list[str]:
+    """Validation metric of ``mode`` against training steps: one column per system, the mean over
+    its runs (seeds) with the SD over seeds where there are several. ``curves[system]`` maps a
+    run name to its curve (``points``: step -> mode -> entry)."""
+    systems = list(curves)
+    steps = sorted({int(step) for runs in curves.values() for c in runs.values() for step in c["points"]})
+    lines = []
+    for step in steps:
+        cells = [str(step)]
+        for system in systems:
+            values = [float(c["points"][str(step)][mode]["point"]) for c in curves[system].values()
+                      if str(step) in c["points"] and mode in c["points"][str(step)]
+                      and _finite(c["points"][str(step)][mode]["point"])]
+            if not values:
+                cells.append("n/a")
+            elif len(values) == 1:
+                cells.append(f"{scale * values[0]:.1f}")
+            else:
+                cells.append(f"{scale * float(np.mean(values)):.1f} +- {scale * float(np.std(values, ddof=1)):.1f}")
+        lines.append(cells)
+    return markdown_table(("step", *(labels[s] for s in systems)), lines)
 
 
 # ----------------------------------------------------------------------------- tables

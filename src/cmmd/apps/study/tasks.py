@@ -1,8 +1,9 @@
 """A study's units of work and the scheduler that runs them in worker processes.
 
-Three task functions, each taking one picklable job and safe to re-run: :func:`train_system`
-(to the budget, resuming where a run stopped), :func:`generate_clips` (v2a or a2v outputs of
-the held-out clips, reused when its ``done.json`` matches) and :func:`evaluate_clips`
+Four task functions, each taking one picklable job and safe to re-run: :func:`train_system`
+(to the budget, resuming where a run stopped), :func:`score_curve` (a run's validation learning
+curve from its checkpoints, which it then removes), :func:`generate_clips` (v2a or a2v outputs
+of the held-out clips, reused when its ``done.json`` matches) and :func:`evaluate_clips`
 (``cmmd.eval.evaluate``, whose features are cached by content). :func:`run_tasks` runs them on
 ``parallel`` worker processes of ``threads`` torch threads each (inline when ``parallel == 1``),
 each task once the tasks it needs are done, in the order given (trainings first).
@@ -10,6 +11,7 @@ each task once the tasks it needs are done, in the order given (trainings first)
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import shutil
@@ -36,6 +38,7 @@ Mode = Literal["v2a", "a2v"]
 DONE = "study_done.json"
 SYSTEM_FILE = "study_system.json"
 SEGMENTS = "study_segments.json"
+CURVE = "curve.json"
 
 
 def read_json(path: Path) -> Any:
@@ -177,6 +180,90 @@ def evaluate_clips(job: EvaluateJob) -> dict[str, Any]:
     result = evaluate(job.generated, job.reference, job.settings, explicit_metrics=True, progress=False)
     write_metrics(result, Path(job.out) / "metrics.json")
     return result
+
+
+@dataclass(frozen=True)
+class CurveJob:
+    """Score the checkpoints of a trained run every ``every`` steps (and the last) on validation
+    clips: ``sampling`` (few steps) for both modes, ``settings[mode]`` computing ``keys[mode]``."""
+
+    run_dir: str
+    sampling: SamplingSettings
+    every: int
+    clips_dir: str
+    names: tuple[str, ...]
+    clip_spec: dict[str, Any]
+    out_dir: str
+    batch: int
+    device: str
+    vocoder: str | None
+    keys: dict[str, str]
+    settings: dict[str, EvalSettings]
+
+
+def train_seconds(run_dir: Path) -> dict[int, float]:
+    """Training wall seconds at each logged step of a run (its ``log.csv``); a resumed run's
+    segments are added up (each from the last logged step of the one before, so approximately)."""
+    path = run_dir / "log.csv"
+    if not path.is_file():
+        return {}
+    out: dict[int, float] = {}
+    offset = last = 0.0
+    with path.open() as f:
+        for row in csv.DictReader(f):
+            seconds = float(row["seconds"])
+            if seconds < last:
+                offset += last
+            last = seconds
+            out[int(row["step"])] = offset + seconds
+    return out
+
+
+def score_curve(job: CurveJob) -> dict[str, Any]:
+    """The run's learning curve: for each curve step, the primary metric of v2a and a2v outputs
+    of the validation clips (point, CI, per clip) and the training seconds up to that step (where
+    the log has the step: ``train_seconds``), written to ``<run>/curve.json`` after each point. Afterwards the run's checkpoints other than its newest are removed (the curve is what
+    they were kept for); a point whose checkpoint is gone (removed after an earlier curve with
+    other settings) is listed in ``missing``."""
+    from cmmd.checkpoint import STEP_PREFIX, latest_checkpoint
+
+    run_dir = Path(job.run_dir)
+    steps = read_json(run_dir / DONE)["steps"]
+    points_at = sorted({*range(job.every, steps + 1, job.every), steps})
+    spec = {"sampling": asdict(job.sampling), "names": list(job.names), "clips": job.clip_spec,
+            "keys": job.keys, "settings": {m: asdict(s) for m, s in job.settings.items()}, "vocoder": job.vocoder}
+    spec = json.loads(json.dumps(spec, default=str))  # as read back (tuples become lists)
+    recorded = read_json(run_dir / CURVE)
+    points: dict[str, Any] = recorded["points"] if recorded is not None and recorded["spec"] == spec else {}
+    missing = []
+    for step in points_at:
+        checkpoint = run_dir / "checkpoints" / f"{STEP_PREFIX}{step:08d}"
+        if str(step) in points:
+            continue
+        if not checkpoint.is_dir():
+            missing.append(step)
+            continue
+        point = {}
+        for mode, key in job.keys.items():
+            out = Path(job.out_dir) / f"step_{step}" / mode
+            generate_clips(GenerateJob(str(checkpoint), mode, job.sampling, job.clips_dir, job.names, job.clip_spec,
+                                       str(out / "generated"), job.batch, job.device, job.vocoder))
+            result = evaluate_clips(EvaluateJob(str(out / "generated"), job.clips_dir, str(out), job.settings[mode]))
+            entry = result["metrics"].get(key)
+            point[mode] = ({k: entry[k] for k in ("point", "lo", "hi", "n", "per_item")} if entry is not None
+                           else {"point": float("nan"), "reason": f"{key} not computed: {result.get('notes')}"})
+        seconds = train_seconds(run_dir).get(step)
+        points[str(step)] = {**point, **({"train_seconds": seconds} if seconds is not None else {})}
+        write_json(run_dir / CURVE, {"spec": spec, "points": points})
+        print(f"study: curve of {run_dir.name} at step {step}: "
+              + ", ".join(f"{m} {p['point']:.3f}" for m, p in point.items()), flush=True)
+    write_json(run_dir / CURVE, {"spec": spec, "points": points})
+    newest = latest_checkpoint(run_dir)
+    for step in points_at:
+        checkpoint = run_dir / "checkpoints" / f"{STEP_PREFIX}{step:08d}"
+        if checkpoint.is_dir() and newest is not None and checkpoint != newest and str(step) in points:
+            shutil.rmtree(checkpoint)
+    return {"run": run_dir.name, "points": points, "missing": missing}
 
 
 # ----------------------------------------------------------------------------- the scheduler
