@@ -21,10 +21,11 @@ from cmmd.audio.mel import MelStats, log_mel, recorded_mel
 from cmmd.audio.vocoders import GriffinLim, Vocoder, load_vocoder
 from cmmd.config import from_dict
 from cmmd.conventions import HOP
-from cmmd.diffusion.denoiser import JointDenoiser
+from cmmd.diffusion.denoiser import Denoiser, JointDenoiser
 from cmmd.diffusion.guidance import Condition
 from cmmd.diffusion.samplers import Callback, sample
 from cmmd.diffusion.schedules import Schedule, make_schedule
+from cmmd.diffusion.windows import WindowedDenoiser
 from cmmd.errors import CmmdError
 from cmmd.checkpoint import load_weights, read_info
 from cmmd.train.config import TrainConfig
@@ -33,13 +34,16 @@ from cmmd.video.codecs import PixelCodec, VideoCodec
 from cmmd.video.loading import load_video_codec, parse_spec
 
 Mode = Literal["joint", "v2a", "a2v"]
+MIN_WINDOW_FRAMES = 2  # a window shorter than this gives the model no time to work with
 
 
 @dataclass
 class SamplingSettings:
-    """How to sample: solver, steps, guidance lambda (Eq. 3), DDIM eta, seed, and how the known
+    """How to sample: solver, steps, guidance lambda (Eq. 3), DDIM eta, seed, how the known
     modality is given (``auto``: clean if the model was trained with clean conditioning, else
-    re-noised as in the paper)."""
+    re-noised as in the paper), and windowing: ``window`` seconds (None: the whole clip at once)
+    with ``overlap`` seconds shared by neighbouring windows (None: half the window), see
+    :mod:`cmmd.diffusion.windows`."""
 
     method: Literal["ddim", "dpmpp2m"] = "ddim"
     steps: int = 50
@@ -47,6 +51,8 @@ class SamplingSettings:
     eta_ddim: float = 0.0
     seed: int = 0
     known_level: Literal["auto", "renoised", "clean"] = "auto"
+    window: float | None = None
+    overlap: float | None = None
 
 
 @dataclass
@@ -190,6 +196,20 @@ class Pipeline:
         return mel.numpy(), self.vocoder(mel).numpy()
 
     # -- sampling -------------------------------------------------------------------------
+    def windowed(self, settings: SamplingSettings, num_frames: int, audio_length: int) -> Denoiser:
+        """The denoiser for a clip of ``num_frames`` video and ``audio_length`` audio frames: the
+        model's own, or with ``settings.window`` set, one over windows of that many seconds."""
+        if settings.window is None:
+            return self.denoiser
+        window = round(settings.window * self.fps)
+        overlap = window // 2 if settings.overlap is None else round(settings.overlap * self.fps)
+        if window < MIN_WINDOW_FRAMES:
+            raise CmmdError(f"window {settings.window} s is under {MIN_WINDOW_FRAMES} frames at {self.fps:g} fps")
+        if not 0 <= overlap < window:
+            raise CmmdError(f"overlap {settings.overlap} s must be >= 0 and shorter than the window "
+                            f"({settings.window} s)")
+        return WindowedDenoiser(self.denoiser, num_frames, audio_length, window, overlap)
+
     @torch.no_grad()
     def generate(
         self,
@@ -234,7 +254,7 @@ class Pipeline:
                               known_level=known_level)
         gen = torch.Generator(device=self.device).manual_seed(settings.seed)
         video, audio = sample(
-            self.denoiser, self.schedule, video_shape, audio_shape, method=settings.method, steps=settings.steps,
+            self.windowed(settings, num_frames, audio_shape[-1]), self.schedule, video_shape, audio_shape, method=settings.method, steps=settings.steps,
             condition=condition, eta_ddim=settings.eta_ddim, generator=gen, callback=callback, device=self.device,
             autocast=self.device.type == "cuda",
         )

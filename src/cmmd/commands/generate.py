@@ -50,6 +50,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seconds", type=float, default=None,
                         help="clip length (default: the whole input for v2a/a2v, the training length for joint); "
                              "any length works, e.g. twice the training length")
+    parser.add_argument("--window", default=None, metavar="SECONDS|native",
+                        help="sample in overlapping windows of this many seconds (native: the model's training "
+                             "clip length), blended at every step, so memory stays that of one window "
+                             "(docs/LONG_INPUTS.md); default: the whole input at once, which fits 24 GiB up to "
+                             "the lengths docs/results/long_inputs.md gives")
+    parser.add_argument("--overlap", type=float, default=None, metavar="SECONDS",
+                        help="with --window: seconds shared by neighbouring windows (default: half the window)")
     parser.add_argument("--num", type=int, default=None, help="joint mode: how many clips (default 1)")
     parser.add_argument("--model-res", action="store_true",
                         help="v2a/a2v: also write OUT/model_res/<name>.mp4 at the model's size and rates")
@@ -87,6 +94,19 @@ def check_arguments(args: argparse.Namespace) -> None:
         raise CmmdError(f"--seed must be >= 0, got {args.seed}")
     if args.seconds is not None and not args.seconds > 0:
         raise CmmdError(f"--seconds must be > 0, got {args.seconds}")
+    if args.window is not None and args.window != "native":
+        try:
+            window = float(args.window)
+        except ValueError:
+            raise CmmdError(f"--window must be a number of seconds or 'native', got {args.window!r}") from None
+        if not window > 0:
+            raise CmmdError(f"--window must be > 0 seconds, got {args.window}")
+        if args.overlap is not None and not args.overlap < window:
+            raise CmmdError(f"--overlap must be shorter than --window ({args.window} s), got {args.overlap}")
+    if args.overlap is not None and args.window is None:
+        raise CmmdError("--overlap is for windowed sampling; give --window too")
+    if args.overlap is not None and not args.overlap >= 0:
+        raise CmmdError(f"--overlap must be >= 0 seconds, got {args.overlap}")
     if not args.checkpoint.exists():
         raise CmmdError(f"checkpoint {args.checkpoint} does not exist")
     if args.out.exists() and not args.out.is_dir():
@@ -104,7 +124,12 @@ def run(args: argparse.Namespace) -> int:
     if args.steps > pipe.schedule.num_steps:
         raise CmmdError(f"--steps must be at most {pipe.schedule.num_steps} (the model's training steps), "
                         f"got {args.steps}")
-    settings = SamplingSettings(args.method, args.steps, args.guidance, args.eta_ddim, args.seed)
+    window = args.window
+    if window is not None:
+        window = pipe.config.data.clip_frames / pipe.fps if window == "native" else float(window)
+    overlap = args.overlap if args.overlap is not None or window is None else window / 2
+    settings = SamplingSettings(args.method, args.steps, args.guidance, args.eta_ddim, args.seed, window=window,
+                                overlap=overlap)
     if args.mode == "joint":
         existing = [output_path(args.out, f"joint_{k:04d}") for k in range(args.num or 1)]
         existing = [p for p in existing if p.exists() and not args.overwrite]
