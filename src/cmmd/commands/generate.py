@@ -28,7 +28,10 @@ Folders: the media files directly inside (not in subfolders), as `cmmd evaluate`
 An input that cannot be used (no video stream for v2a, no audio for a2v, unreadable, too short,
 a name taken by an earlier input, an existing output without --overwrite) is skipped and listed
 with its reason, here and in OUT/failures.jsonl; the others are generated. The exit status is
-non-zero only when no output was written."""
+non-zero only when no output was written.
+
+Long inputs: --window native samples in overlapping windows of the training length, blended at
+every step (no seam), in the memory of a few windows; see docs/LONG_INPUTS.md."""
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -2,7 +2,7 @@
 
 METHOD.md sections 3-5: the joint v-prediction objective (paper Eq. 2), the joint contrastive
 loss (Eq. 6) and its bounded variant, and conditional sampling by replacement / reconstruction
-guidance (Eq. 3) with DDIM or DPM-Solver++(2M).
+guidance (Eq. 3) with DDIM or DPM-Solver++(2M); windowed sampling of long inputs (ours).
 """
 
 from cmmd.diffusion.denoiser import Denoiser, JointDenoiser
@@ -28,6 +28,7 @@ from cmmd.diffusion.parameterization import (
 )
 from cmmd.diffusion.samplers import SAMPLERS, ddim_sample, dpmpp2m_sample, sample, sampling_timesteps
 from cmmd.diffusion.schedules import Schedule, append_dims, cosine_alpha_bar, linear_alpha_bar, make_schedule
+from cmmd.diffusion.windows import WindowedDenoiser, blend_weights, map_spans, window_spans
 
 __all__ = [
     "SAMPLERS",
@@ -37,7 +38,9 @@ __all__ = [
     "GuidedDenoiser",
     "JointDenoiser",
     "Schedule",
+    "WindowedDenoiser",
     "append_dims",
+    "blend_weights",
     "contrastive_bound",
     "contrastive_loss",
     "cosine_alpha_bar",
@@ -49,6 +52,7 @@ __all__ = [
     "joint_diffusion_loss",
     "linear_alpha_bar",
     "make_schedule",
+    "map_spans",
     "match_negatives",
     "prediction_target",
     "q_sample",
@@ -57,6 +61,7 @@ __all__ = [
     "training_loss",
     "v_from_eps",
     "velocity_target",
+    "window_spans",
     "x0_from_eps",
     "x0_from_prediction",
     "x0_from_v",
