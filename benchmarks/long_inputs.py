@@ -141,7 +141,7 @@ def sync_comparison(clips: int, lengths: list[float], steps: int = 25) -> list[d
 
     from cmmd.assets import DEMO_CHECKPOINT
     from cmmd.data.synth import render_clip
-    from cmmd.diffusion.windows import map_spans, window_spans
+    from cmmd.diffusion.windows import window_spans
     from cmmd.eval.sync.audio import detect_audio_events_mel
     from cmmd.eval.sync.score import clip_sync_scores
     from cmmd.eval.sync.video import detect_video_events
@@ -283,8 +283,9 @@ def markdown(results: list[dict[str, Any]], steps: int, budget_gib: float) -> st
         lines.append(f"{head} {r['cpu_s_per_step']:.2f} | {r['wall_s_per_step']:.2f} | {r['cpu_other_s']:.1f} | "
                      f"{total:.0f} | {r['peak_mib']:.0f} | {r['rss_before_mib']:.0f} |")
     lines.append("")
-    lines.append(f"Measured with {steps} sampler steps per case; est. 25 steps = CPU other + 25 x CPU s/step. Estimated longest whole-clip input within "
-                 f"{budget_gib:g} GiB (line through the two longest measured whole-clip v2a peaks):")
+    lines.append(f"Measured with {steps} sampler steps per case; est. 25 steps = CPU other + 25 x CPU s/step. "
+                 f"Estimated longest whole-clip input within {budget_gib:g} GiB (line through the two longest "
+                 "measured whole-clip v2a peaks):")
     for preset in dict.fromkeys(r["preset"] for r in results):
         longest = longest_fitting(results, preset, budget_gib)
         text = "not enough measurements" if longest is None else f"about {longest / 60:.0f} min"

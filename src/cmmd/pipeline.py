@@ -252,9 +252,10 @@ class Pipeline:
             known_level = "clean" if self.config.diffusion.loss.clean_condition_prob > 0 else "renoised"
         condition = Condition(mode=mode, video0=video0, audio0=audio0, guidance_scale=settings.guidance_scale,
                               known_level=known_level)
+        denoiser = self.windowed(settings, num_frames, audio_shape[-1])
         gen = torch.Generator(device=self.device).manual_seed(settings.seed)
         video, audio = sample(
-            self.windowed(settings, num_frames, audio_shape[-1]), self.schedule, video_shape, audio_shape, method=settings.method, steps=settings.steps,
+            denoiser, self.schedule, video_shape, audio_shape, method=settings.method, steps=settings.steps,
             condition=condition, eta_ddim=settings.eta_ddim, generator=gen, callback=callback, device=self.device,
             autocast=self.device.type == "cuda",
         )
