@@ -22,10 +22,11 @@ from cmmd.audio.vocoders import GriffinLim, Vocoder, load_vocoder
 from cmmd.config import from_dict
 from cmmd.conventions import HOP, mel_rate
 from cmmd.data.negatives import shift_ms_to_frames
-from cmmd.diffusion.denoiser import JointDenoiser
+from cmmd.diffusion.denoiser import Denoiser, JointDenoiser
 from cmmd.diffusion.guidance import Condition
 from cmmd.diffusion.samplers import Callback, sample
 from cmmd.diffusion.schedules import Schedule, make_schedule
+from cmmd.diffusion.windows import WindowedDenoiser
 from cmmd.errors import CmmdError
 from cmmd.checkpoint import load_weights, read_info
 from cmmd.train.config import TrainConfig
@@ -35,6 +36,7 @@ from cmmd.video.loading import load_video_codec, parse_spec
 
 Mode = Literal["joint", "v2a", "a2v"]
 JOINT_ORDERS = ("together", "audio-first", "video-first")
+MIN_WINDOW_FRAMES = 2  # a window shorter than this gives the model no time to work with
 
 
 @dataclass
@@ -50,7 +52,9 @@ class SamplingSettings:
     the same joint model that end on a pair drawn by a conditional. Each redraw costs one more
     sampler run. ``sync_guidance`` (0 = off) is the weight of guidance away from the condition
     shifted in time by a random magnitude in ``[sync_shift_min_ms, sync_shift_max_ms]`` and a
-    random sign (:mod:`cmmd.diffusion.guidance`); in joint mode it acts on the redraws."""
+    random sign (:mod:`cmmd.diffusion.guidance`); in joint mode it acts on the redraws.
+    Windowing: ``window`` seconds (None: the whole clip at once) with ``overlap`` seconds shared by
+    neighbouring windows (None: half the window), see :mod:`cmmd.diffusion.windows`."""
 
     method: Literal["ddim", "dpmpp2m"] = "ddim"
     steps: int = 50
@@ -61,6 +65,8 @@ class SamplingSettings:
     sync_guidance: float = 0.0
     sync_shift_min_ms: float = 200.0
     sync_shift_max_ms: float = 800.0
+    window: float | None = None
+    overlap: float | None = None
     joint_order: Literal["together", "audio-first", "video-first"] = "video-first"
     joint_redraws: int = 2  # with video-first: v, a | v, v' | a (chosen on VALIDATION, docs/A2V_DIAGNOSIS.md)
 
@@ -220,6 +226,20 @@ class Pipeline:
         return low, high
 
     # -- sampling -------------------------------------------------------------------------
+    def windowed(self, settings: SamplingSettings, num_frames: int, audio_length: int) -> Denoiser:
+        """The denoiser for a clip of ``num_frames`` video and ``audio_length`` audio frames: the
+        model's own, or with ``settings.window`` set, one over windows of that many seconds."""
+        if settings.window is None:
+            return self.denoiser
+        window = round(settings.window * self.fps)
+        overlap = window // 2 if settings.overlap is None else round(settings.overlap * self.fps)
+        if window < MIN_WINDOW_FRAMES:
+            raise CmmdError(f"window {settings.window} s is under {MIN_WINDOW_FRAMES} frames at {self.fps:g} fps")
+        if not 0 <= overlap < window:
+            raise CmmdError(f"overlap {settings.overlap} s must be >= 0 and shorter than the window "
+                            f"({settings.window} s)")
+        return WindowedDenoiser(self.denoiser, num_frames, audio_length, window, overlap)
+
     @torch.no_grad()
     def generate(
         self,
@@ -260,11 +280,12 @@ class Pipeline:
         known_level = settings.known_level
         if known_level == "auto":
             known_level = "clean" if self.config.diffusion.loss.clean_condition_prob > 0 else "renoised"
+        denoiser = self.windowed(settings, num_frames, audio_shape[-1])
         gen = torch.Generator(device=self.device).manual_seed(settings.seed)
 
         def run(condition: Condition) -> tuple[torch.Tensor, torch.Tensor]:
             return sample(
-                self.denoiser, self.schedule, video_shape, audio_shape, method=settings.method, steps=settings.steps,
+                denoiser, self.schedule, video_shape, audio_shape, method=settings.method, steps=settings.steps,
                 condition=condition, eta_ddim=settings.eta_ddim, generator=gen, callback=callback,
                 device=self.device, autocast=self.device.type == "cuda",
             )

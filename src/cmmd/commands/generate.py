@@ -28,7 +28,10 @@ Folders: the media files directly inside (not in subfolders), as `cmmd evaluate`
 An input that cannot be used (no video stream for v2a, no audio for a2v, unreadable, too short,
 a name taken by an earlier input, an existing output without --overwrite) is skipped and listed
 with its reason, here and in OUT/failures.jsonl; the others are generated. The exit status is
-non-zero only when no output was written."""
+non-zero only when no output was written.
+
+Long inputs: --window native samples in overlapping windows of the training length, blended at
+every step (no seam), in the memory of a few windows; see docs/LONG_INPUTS.md."""
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -53,6 +56,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seconds", type=float, default=None,
                         help="clip length (default: the whole input for v2a/a2v, the training length for joint); "
                              "any length works, e.g. twice the training length")
+    parser.add_argument("--window", default=None, metavar="SECONDS|native",
+                        help="sample in overlapping windows of this many seconds (native: the model's training "
+                             "clip length), blended at every step, so memory stays that of one window "
+                             "(docs/LONG_INPUTS.md); default: the whole input at once, which fits 24 GiB up to "
+                             "the lengths docs/results/long_inputs.md gives")
+    parser.add_argument("--overlap", type=float, default=None, metavar="SECONDS",
+                        help="with --window: seconds shared by neighbouring windows (default: half the window)")
     parser.add_argument("--num", type=int, default=None, help="joint mode: how many clips (default 1)")
     parser.add_argument("--joint-order", choices=("together", "audio-first", "video-first"), default=None,
                         help="joint mode: denoise both at once (together) or draw one modality jointly, then "
@@ -112,6 +122,19 @@ def check_arguments(args: argparse.Namespace) -> None:
         raise CmmdError(f"--seed must be >= 0, got {args.seed}")
     if args.seconds is not None and not args.seconds > 0:
         raise CmmdError(f"--seconds must be > 0, got {args.seconds}")
+    if args.window is not None and args.window != "native":
+        try:
+            window = float(args.window)
+        except ValueError:
+            raise CmmdError(f"--window must be a number of seconds or 'native', got {args.window!r}") from None
+        if not window > 0:
+            raise CmmdError(f"--window must be > 0 seconds, got {args.window}")
+        if args.overlap is not None and not args.overlap < window:
+            raise CmmdError(f"--overlap must be shorter than --window ({args.window} s), got {args.overlap}")
+    if args.overlap is not None and args.window is None:
+        raise CmmdError("--overlap is for windowed sampling; give --window too")
+    if args.overlap is not None and not args.overlap >= 0:
+        raise CmmdError(f"--overlap must be >= 0 seconds, got {args.overlap}")
     if not args.checkpoint.exists():
         raise CmmdError(f"checkpoint {args.checkpoint} does not exist")
     if args.out.exists() and not args.out.is_dir():
@@ -137,9 +160,13 @@ def run(args: argparse.Namespace) -> int:
     if args.steps > pipe.schedule.num_steps:
         raise CmmdError(f"--steps must be at most {pipe.schedule.num_steps} (the model's training steps), "
                         f"got {args.steps}")
+    window = args.window
+    if window is not None:
+        window = pipe.config.data.clip_frames / pipe.fps if window == "native" else float(window)
+    overlap = args.overlap if args.overlap is not None or window is None else window / 2
     settings = SamplingSettings(args.method, args.steps, args.guidance, args.eta_ddim, args.seed,
                                 **joint_settings(args.joint_order, args.joint_redraws),
-                                sync_guidance=args.sync_guidance)
+                                sync_guidance=args.sync_guidance, window=window, overlap=overlap)
     if args.mode == "joint":
         existing = [output_path(args.out, f"joint_{k:04d}") for k in range(args.num or 1)]
         existing = [p for p in existing if p.exists() and not args.overwrite]
