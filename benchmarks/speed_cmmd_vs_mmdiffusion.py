@@ -43,8 +43,11 @@ barriers and both wall and CPU time inflate (most for small models, whose many s
 mean many barriers).
 
     python benchmarks/speed_cmmd_vs_mmdiffusion.py --quick
-    python benchmarks/speed_cmmd_vs_mmdiffusion.py --threads 1 --output docs/results/speed_cmmd_vs_mmdiffusion.md
-    python benchmarks/speed_cmmd_vs_mmdiffusion.py --paper --batch-size 2 --threads 1
+    python benchmarks/speed_cmmd_vs_mmdiffusion.py --threads 1 --repeats 2 --output docs/results/speed_cmmd_vs_mmdiffusion.md
+    python benchmarks/speed_cmmd_vs_mmdiffusion.py --paper --batch-size 1 --repeats 1 --threads 1
+
+The paper pair at batch 1 peaks at about 13 GB resident (both networks with AdamW, MM-Diffusion's
+64x64 activations); batch 2 did not fit in 23 GB.
 """
 
 from __future__ import annotations
