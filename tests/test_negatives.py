@@ -192,6 +192,29 @@ def test_config_validation_and_yaml_types() -> None:
         make_negatives(video[0], audio, NegativeConfig(), torch.Generator())
 
 
+def test_modalities_choose_which_negatives_a_step_draws() -> None:
+    video, audio = _batch(4)
+    both = make_negatives(video, audio, NegativeConfig(num_per_step=3), torch.Generator().manual_seed(5))
+    for step in range(4):
+        cfg = NegativeConfig(num_per_step=3, modalities="alternate")
+        neg = make_negatives(video, audio, cfg, torch.Generator().manual_seed(5), step=step)
+        audio_step = step % 2 == 0
+        assert (neg.audio.shape[0], neg.video.shape[0]) == ((3, 0) if audio_step else (0, 3))
+        assert neg.video_for_audio.shape[0] == len(neg.audio_index) == len(neg.audio_kinds)
+        assert neg.audio_for_video.shape[0] == len(neg.video_index) == len(neg.video_kinds)
+        kept = ("audio", both.audio, neg.audio) if audio_step else ("video", both.video, neg.video)
+        assert torch.equal(kept[1], kept[2])  # the same draws as "both", the other modality left out
+        again = make_negatives(video, audio, NegativeConfig(num_per_step=3), torch.Generator().manual_seed(5),
+                               step=step)
+        assert torch.equal(again.audio, both.audio) and torch.equal(again.video, both.video)
+    for only in ("audio", "video"):
+        neg = make_negatives(video, audio, NegativeConfig(modalities=only), torch.Generator().manual_seed(5), step=1)
+        assert (neg.audio.shape[0], neg.video.shape[0]) == ((4, 0) if only == "audio" else (0, 4))
+    assert from_dict(NegativeConfig, {"modalities": "alternate"}).modalities_at(3) == ("video",)
+    with pytest.raises(CmmdError, match="negatives.modalities must be one of"):
+        NegativeConfig(modalities="audio+video")
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_cuda_tensors_give_the_same_negatives_as_cpu() -> None:
     video, audio = _batch(4)

@@ -194,7 +194,7 @@ def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path: Path, pr
                                                               monkeypatch: pytest.MonkeyPatch) -> None:
     import cmmd.train.loop as loop
 
-    real = loop.training_loss
+    real = loop.step_objective
     calls = {"n": 0}
 
     def poisoned(*args, **kwargs):
@@ -205,7 +205,7 @@ def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path: Path, pr
             logs = {**logs, "loss": loss.detach()}
         return loss, logs
 
-    monkeypatch.setattr(loop, "training_loss", poisoned)
+    monkeypatch.setattr(loop, "step_objective", poisoned)
     cfg = load_config(TrainConfig, write_config(tmp_path / "c.yaml", prepared, tmp_path / "run", checkpoint_every=2))
     with pytest.raises(CmmdError, match="non-finite at step 3.*step_00000002"):
         train(cfg, progress=False)

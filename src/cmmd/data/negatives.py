@@ -29,6 +29,8 @@ from cmmd.errors import CmmdError
 
 NegativeKind = Literal["shift", "segment", "swap"]
 KINDS: tuple[NegativeKind, ...] = ("shift", "segment", "swap")
+Modalities = Literal["both", "alternate", "audio", "video"]
+MODALITIES: tuple[Modalities, ...] = ("both", "alternate", "audio", "video")
 
 
 def _time_axis(x: Tensor, time_dim: int) -> int:
@@ -137,12 +139,17 @@ class NegativeConfig:
     range of the segment-swap split point as a fraction of the clip length (in ``(0, 1)``).
     ``num_per_step``: negatives of each modality per step, a random subset of the batch
     (Paper: "randomly draw a subset ... per gradient descent step"); ``None`` means one per sample.
+    ``modalities``: which negatives a step draws: ``"both"`` (the paper: audio and video
+    negatives), ``"audio"`` or ``"video"`` only, or ``"alternate"`` (audio negatives on even
+    steps, video negatives on odd ones). Each negative is one more row through the network, so
+    a step sees ``B + Ka + Kv`` rows; one modality per step halves the negatives' share.
     """
 
     kinds: tuple[NegativeKind, ...] = KINDS
     shift_ms: tuple[float, float] = (200.0, 800.0)
     split: tuple[float, float] = (0.2, 0.8)
     num_per_step: int | None = None
+    modalities: Modalities = "both"
 
     def __post_init__(self) -> None:
         self.kinds = tuple(self.kinds)
@@ -156,6 +163,16 @@ class NegativeConfig:
             raise CmmdError(f"negatives.split must satisfy 0 < low <= high < 1, got {list(self.split)}")
         if self.num_per_step is not None and self.num_per_step < 1:
             raise CmmdError(f"negatives.num_per_step must be at least 1 (or null), got {self.num_per_step}")
+        if self.modalities not in MODALITIES:
+            raise CmmdError(f"negatives.modalities must be one of {list(MODALITIES)}, got {self.modalities!r}")
+
+    def modalities_at(self, step: int) -> tuple[str, ...]:
+        """The negative modalities drawn at training step ``step``: a subset of ``("audio", "video")``."""
+        if self.modalities == "both":
+            return ("audio", "video")
+        if self.modalities == "alternate":
+            return ("audio",) if step % 2 == 0 else ("video",)
+        return (self.modalities,)
 
 
 @dataclass
@@ -199,6 +216,8 @@ def _build(
     ``perm`` is ``None`` only when ``kinds`` is ``("shift",)``.
     """
     out = torch.empty((len(rows), *x.shape[1:]), dtype=x.dtype, device=x.device)
+    if len(rows) == 0:
+        return out
     swapped = random_swap(x, perm) if perm is not None else None
     for k, kind in enumerate(kinds):
         pos = torch.nonzero(kind_ids[rows] == k).squeeze(1)
@@ -225,6 +244,7 @@ def make_negatives(
     generator: torch.Generator,
     fps: float = FPS,
     sample_rate: int = SAMPLE_RATE,
+    step: int = 0,
 ) -> Negatives:
     """Draw one step's negative audios and videos from a batch (METHOD.md section 4, Paper Eq. 6).
 
@@ -234,7 +254,9 @@ def make_negatives(
     audio negative and video negative both use them, so they agree in time (a shift of ``s`` ms
     is ``s`` ms in both modalities; a split at fraction ``f`` is at ``round(f * T)`` and
     ``round(f * L)``, clamped to ``[1, n - 1]``). Then ``cfg.num_per_step`` rows (all if ``None``
-    or more than ``B``) are picked at random, independently for audio and video negatives.
+    or more than ``B``) are picked at random, independently for audio and video negatives, and
+    a modality that ``cfg.modalities_at(step)`` leaves out gets none (its tensors have 0 rows;
+    the random draws are the same, so ``"both"`` does not depend on ``step``).
 
     "segment" and "swap" need another clip, so with ``B == 1`` only "shift" is used (an error if
     it is not enabled). Every random number comes from ``generator`` (CPU recommended: the same
@@ -286,6 +308,11 @@ def make_negatives(
         return order[:count].sort().values
 
     audio_rows, video_rows = subset(), subset()
+    drawn = cfg.modalities_at(step)
+    if "audio" not in drawn:
+        audio_rows = audio_rows[:0]
+    if "video" not in drawn:
+        video_rows = video_rows[:0]
     neg_audio = _build(
         audio, audio_rows, kind_ids, kinds, shift_ms_to_frames(shift_ms, mel_rate(sample_rate)),
         split_frames(audio.shape[-1]), own_left, perm, time_dim=-1,

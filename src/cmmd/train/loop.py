@@ -20,8 +20,6 @@ from torch.nn.parallel import DistributedDataParallel
 from cmmd.audio.mel import MelStats
 from cmmd.config import save_config, to_dict
 from cmmd.data.dataset import ClipDataset
-from cmmd.data.negatives import make_negatives
-from cmmd.diffusion.losses import concat_negatives, training_loss
 from cmmd.diffusion.schedules import Schedule, make_schedule
 from cmmd.errors import CmmdError
 from cmmd.models.presets import build_model
@@ -31,6 +29,7 @@ from cmmd.train.config import TrainConfig
 from cmmd.train.core import Ema, LoopSettings, TrainingLoop, check_finite, ignore_stop_signals, open_run
 from cmmd.train.ema import make_ema
 from cmmd.train.lr_schedule import lr_at
+from cmmd.train.objective import step_objective
 from cmmd.video.codecs import PixelCodec
 from cmmd.video.latents import read_codec_record
 
@@ -308,13 +307,10 @@ def _train(cfg: TrainConfig, resume: bool, progress: bool, info: D.DistInfo,
             video = batch["video"].to(info.device, non_blocking=True)
             audio = audio_input(batch, cfg, mel_stats, info.device)
             gen = torch.Generator(device=info.device).manual_seed(step_seed(cfg.seed, step, info.rank, 2 + m))
-            negatives = None
-            if cfg.diffusion.loss.contrastive != "none":
-                negatives = concat_negatives([
-                    make_negatives(video, audio, cfg.negatives, gen, fps=clips.fps, sample_rate=clips.sample_rate)
-                    for _ in range(cfg.diffusion.loss.num_negatives or 1)])
             with _autocast(cfg, info.device):
-                loss, logs = training_loss(net, video, audio, negatives, schedule, cfg.diffusion.loss, gen, reference)
+                loss, logs = step_objective(net, video, audio, schedule, cfg.diffusion.loss, cfg.negatives, gen,
+                                            step, fps=clips.fps, sample_rate=clips.sample_rate,
+                                            reference=reference)
             scaler.scale(loss / cfg.grad_accum).backward()
             for k, v in logs.items():
                 logs_sum[k] = logs_sum.get(k, 0.0) + float(v) / cfg.grad_accum
