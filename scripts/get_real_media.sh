@@ -6,7 +6,7 @@
 # by source file, fixed in the manifest), with DEST/real_media.json (licences) beside them.
 #
 # Usage: scripts/get_real_media.sh DEST [DOWNLOADS]
-#   DOWNLOADS (default DEST/downloads) keeps the packages (about 300 MB); a package already there is
+#   DOWNLOADS (default DEST/downloads) keeps the packages (about 480 MB); a package already there is
 #   not downloaded again. Rerunning keeps files already laid out and verified.
 # Needs: apt-get with Debian 12 main in its sources (run apt-get update once first), pip, and the
 # cmmd package (PYTHON, default .venv/bin/python of this checkout, else python3).
