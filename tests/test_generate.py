@@ -168,6 +168,14 @@ def test_generate_cli_joint_orders(micro_run: Path, tmp_path: Path, capsys: pyte
     assert (info["joint_order"], info["joint_redraws"]) == ("audio-first", 1)
 
 
+def test_generate_cli_takes_inputs_after_the_flags(micro_run: Path, clip_files: dict[str, Path],
+                                                  tmp_path: Path) -> None:
+    """`cmmd generate CKPT --mode v2a a.mp4 b.mp4`, as the README writes it, works like inputs first."""
+    assert main(["generate", str(micro_run), "--mode", "v2a", str(clip_files["both"]), str(clip_files["video"]),
+                 "--steps", "2", "--seconds", "1", "--out", str(tmp_path)]) == 0
+    assert sorted(p.name for p in tmp_path.glob("*.mp4")) == ["both.mp4", "video_only.mp4"]
+
+
 def test_generate_keeps_the_users_own_streams(micro_run: Path, real_video: Path, tmp_path: Path) -> None:
     """v2a on a 1280x720 25 fps H.264 video gives that video back (copied, cut to the generated
     second) with the generated sound; a2v keeps its 48 kHz AAC track beside the generated video."""

@@ -314,3 +314,18 @@ def test_real_video_decodes(real_video: Path) -> None:
     assert np.abs(np.diff(media.frames.astype(np.float32), axis=0)).mean() > 1.0  # it moves
     alone = read_media(real_video, video=False)
     assert len(alone.audio) == round(5.312 * SR)  # the AAC track's declared length
+
+
+def test_one_suffix_list_for_prepare_generate_and_evaluate(tmp_path: Path) -> None:
+    """Ogg and MPEG files that `cmmd prepare` reads from a folder are also taken by `cmmd generate`
+    and `cmmd evaluate` (they once had three lists that disagreed)."""
+    from cmmd.data.prepare import find_videos
+    from cmmd.eval.pairing import _media_files
+    from cmmd.generation import media_files
+
+    for name in ("a.ogv", "b.OGG", "c.mpg", "d.webm", "notes.txt"):
+        (tmp_path / name).write_bytes(b"")
+    videos = {p.name for p in find_videos(tmp_path)}
+    assert videos == {"a.ogv", "b.OGG", "c.mpg", "d.webm"}
+    assert {p.name for p in media_files([tmp_path])[0]} == videos
+    assert {p.name for p in _media_files(tmp_path, "generated").values()} == videos

@@ -64,16 +64,26 @@ def build_parser(argv: list[str]) -> argparse.ArgumentParser:
     return parser
 
 
+def subcommand(parser: argparse.ArgumentParser, verb: str) -> argparse.ArgumentParser:
+    """The sub-parser of ``verb`` in :func:`build_parser`'s parser."""
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    return sub.choices[verb]
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     parser = build_parser(argv)
     try:
         args, extra = parser.parse_known_args(argv)
-        if extra:  # argparse takes positionals once: key=value after a flag (`train C.yaml --resume steps=9`)
-            if not hasattr(args, "overrides") or any(a.startswith("-") or "=" not in a for a in extra):
+        if extra:  # argparse takes positionals once: key=value after a flag (`train C.yaml --resume steps=9`),
+            # inputs after a flag (`generate CKPT --mode v2a a.mp4`); a verb names its list in `_trailing`
+            field = getattr(args, "_trailing", "overrides")
+            if (not hasattr(args, field) or any(a.startswith("-") for a in extra)
+                    or (field == "overrides" and any("=" not in a for a in extra))):
                 verb = f"cmmd {args.command}" if getattr(args, "command", None) else "cmmd"
                 raise UsageError(verb, f"unrecognized arguments: {' '.join(extra)}")
-            args.overrides += extra
+            convert = next((a.type for a in subcommand(parser, args.command)._actions if a.dest == field), None)
+            setattr(args, field, list(getattr(args, field)) + [convert(a) if convert else a for a in extra])
     except UsageError as exc:
         print(f"{exc.prog}: error: {exc} (see `{exc.prog} --help`)", file=sys.stderr)
         return 2

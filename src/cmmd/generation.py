@@ -34,14 +34,13 @@ import numpy as np
 
 from cmmd.conventions import HOP, frames_to_samples, samples_to_frames
 from cmmd.data.failures import Skipped
-from cmmd.data.media import MediaError, read_media, write_media
+from cmmd.data.media import MEDIA_SUFFIXES, MediaError, read_media, write_media
 from cmmd.data.mux import combine_streams
 from cmmd.errors import CmmdError
 from cmmd.eval.plots import save_spectrograms
 from cmmd.diffusion.samplers import Callback
 from cmmd.pipeline import Generated, Mode, Pipeline, SamplingSettings
 
-MEDIA_SUFFIXES = (".mp4", ".mkv", ".mov", ".webm", ".avi", ".m4v", ".wav", ".flac", ".mp3", ".ogg", ".m4a")
 MIN_FRAMES = 2  # the model needs some time to work with: 0.2 s at 10 fps
 
 

@@ -40,6 +40,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("checkpoint", type=Path, help="run dir, checkpoint dir or exported .safetensors")
     parser.add_argument("inputs", nargs="*", type=Path,
                         help="video files/folders (v2a) or audio/video files/folders (a2v); none for joint")
+    parser.set_defaults(_trailing="inputs")  # inputs may also follow the flags (cmmd.cli)
     parser.add_argument("--mode", choices=("v2a", "a2v", "joint"), required=True,
                         help="v2a: audio for a video; a2v: video for an audio; joint: both, unconditional")
     parser.add_argument("--out", type=Path, default=Path("outputs/generate"), help="output folder")

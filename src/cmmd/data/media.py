@@ -24,6 +24,17 @@ from av.video.reformatter import VideoReformatter
 from cmmd.conventions import FPS, SAMPLE_RATE, frames_to_samples, seconds_to_samples
 from cmmd.errors import CmmdError
 
+VIDEO_SUFFIXES = frozenset({
+    ".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".mpg", ".mpeg", ".m2v", ".ts", ".mts", ".m2ts",
+    ".flv", ".wmv", ".asf", ".3gp", ".3g2", ".ogv", ".ogg", ".vob", ".mxf", ".dv", ".nut",
+})
+"""Containers that can hold video (``.ogg`` too: Theora), case-insensitive: what ``cmmd prepare`` reads."""
+AUDIO_SUFFIXES = frozenset({".wav", ".flac", ".mp3", ".ogg", ".oga", ".opus", ".m4a", ".aac", ".wma", ".aif",
+                            ".aiff", ".au"})
+"""Audio-only formats (``.ogg`` is in both: an Ogg file may hold either)."""
+MEDIA_SUFFIXES = VIDEO_SUFFIXES | AUDIO_SUFFIXES
+"""Every file ``cmmd generate`` and ``cmmd evaluate`` take from a folder."""
+
 # A decoded frame counts as "at or before" an output time within this slack, so float error in
 # ``start + k / fps`` never picks the previous frame for a frame that sits exactly on the grid.
 _TIME_EPS = 1e-6

@@ -40,13 +40,9 @@ from tqdm import tqdm
 
 from cmmd.conventions import FPS, SAMPLE_RATE, seconds_to_frames
 from cmmd.data.failures import failures_text
-from cmmd.data.media import MediaError, read_media
+from cmmd.data.media import VIDEO_SUFFIXES, MediaError, read_media
 from cmmd.errors import CmmdError
 
-VIDEO_SUFFIXES = frozenset({
-    ".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".mpg", ".mpeg", ".m2v", ".ts", ".mts", ".m2ts",
-    ".flv", ".wmv", ".asf", ".3gp", ".3g2", ".ogv", ".vob", ".mxf", ".dv", ".nut",
-})
 CODECS = ("pixel",)
 """Representations of ``video.npy``: pixel frames only. Latent codecs (METHOD.md section 2) are
 precomputed next to them by :func:`cmmd.video.latents.encode_prepared_dataset` (``cmmd prepare

@@ -19,10 +19,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from cmmd.data.media import AUDIO_SUFFIXES, MEDIA_SUFFIXES
 from cmmd.errors import CmmdError
 
-MEDIA_SUFFIXES = (".mp4", ".mkv", ".mov", ".webm", ".avi", ".wav", ".flac", ".mp3", ".ogg", ".m4a")
-AUDIO_ONLY_SUFFIXES = (".wav", ".flac", ".mp3", ".ogg", ".m4a")
+AUDIO_ONLY_SUFFIXES = AUDIO_SUFFIXES  # an .ogg is taken as audio only: its video metrics are skipped
 GENERATION_PATTERN = re.compile(r"^(?P<name>.+)__g(?P<k>\d+)$")
 FAILURES_FILE = "failures.jsonl"  # written by cmmd generate beside its outputs (cmmd.data.failures)
 MAX_LISTED = 20  # names listed in a pairing error before "... and N more"
@@ -75,7 +75,7 @@ def _media_files(folder: Path, role: str) -> dict[str, Path]:
                                 f"({files[path.stem].name}, {path.name}); keep one")
             files[path.stem] = path
     if not files:
-        raise CmmdError(f"{role} folder {folder} holds no media files ({', '.join(MEDIA_SUFFIXES)})")
+        raise CmmdError(f"{role} folder {folder} holds no media files ({', '.join(sorted(MEDIA_SUFFIXES))})")
     return files
 
 

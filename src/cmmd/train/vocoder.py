@@ -56,8 +56,8 @@ from cmmd.audio.melgan import MelGanConfig, MelGanGenerator
 from cmmd.audio.mel import MEL_CONFIGS, MelConfig
 from cmmd.audio.vocoders import GENERATOR_FILE, NeuralVocoder, generator_spec
 from cmmd.data.failures import Skipped, write_failures
-from cmmd.data.media import MediaError, read_media
-from cmmd.data.prepare import AUDIO_SCALE, VIDEO_SUFFIXES, item_key
+from cmmd.data.media import AUDIO_SUFFIXES as _AUDIO_ONLY, VIDEO_SUFFIXES, MediaError, read_media
+from cmmd.data.prepare import AUDIO_SCALE, item_key
 from cmmd.checkpoint import (
     STATE,
     checkpoint_info,
@@ -72,8 +72,7 @@ from cmmd.device import resolve_device
 from cmmd.errors import CmmdError
 from cmmd.train.core import LoopSettings, TrainingLoop, check_finite, open_run
 
-AUDIO_SUFFIXES = frozenset({".wav", ".flac", ".mp3", ".ogg", ".oga", ".opus", ".m4a", ".aac", ".wma", ".aif",
-                            ".aiff", ".au"}) | VIDEO_SUFFIXES
+AUDIO_SUFFIXES = _AUDIO_ONLY | VIDEO_SUFFIXES
 """Files ``cmmd vocoder train`` reads (case-insensitive); video files contribute their audio."""
 SILENCE_THRESHOLD = 1e-4
 
