@@ -188,6 +188,11 @@ def test_micro_sync_study_end_to_end(tmp_path: Path, monkeypatch: pytest.MonkeyP
     assert "cmmd-seed0: reuse" in printed and "done  curve cmmd-seed0: 2 points" in printed
     assert json.loads((out / "study.json").read_text())["curves"] == study["curves"]
     assert "without a checkpoint" not in (out / "study.md").read_text()
+    # Other curve settings: the new curve has only the newest checkpoint's point; the old one is kept.
+    assert main(["study", str(CONFIGS / "study_sync_micro.yaml"), "--out", str(out), "curve.steps=3"]) == 0
+    kept = json.loads((out / "runs" / "cmmd-seed0" / "curve.previous-1.json").read_text())
+    assert set(kept["points"]) == {"2", "4"}
+    assert set(json.loads((out / "runs" / "cmmd-seed0" / "curve.json").read_text())["points"]) == {"4"}
     # Held-out clips: TEST seeds for the tables, VALIDATION seeds for the curves.
     for folder, split in (("test_clips", TEST), ("curve_clips", VALIDATION)):
         meta = json.loads((out / folder / "impacts_00001.json").read_text())

@@ -224,7 +224,8 @@ def score_curve(job: CurveJob) -> dict[str, Any]:
     of the validation clips (point, CI, per clip) and the training seconds up to that step (where
     the log has the step: ``train_seconds``), written to ``<run>/curve.json`` after each point. Afterwards the run's checkpoints other than its newest are removed (the curve is what
     they were kept for); a point whose checkpoint is gone (removed after an earlier curve with
-    other settings) is listed in ``missing``."""
+    other settings) is listed in ``missing``. A curve recorded with other settings is moved to
+    ``curve.previous-<k>.json``, not overwritten."""
     from cmmd.checkpoint import STEP_PREFIX, latest_checkpoint
 
     run_dir = Path(job.run_dir)
@@ -235,6 +236,11 @@ def score_curve(job: CurveJob) -> dict[str, Any]:
     spec = json.loads(json.dumps(spec, default=str))  # as read back (tuples become lists)
     recorded = read_json(run_dir / CURVE)
     points: dict[str, Any] = recorded["points"] if recorded is not None and recorded["spec"] == spec else {}
+    if recorded is not None and recorded["spec"] != spec:  # other settings: keep the old curve, never lose it
+        backup = next(run_dir / f"curve.previous-{k}.json" for k in range(1, 10_000)
+                      if not (run_dir / f"curve.previous-{k}.json").exists())
+        (run_dir / CURVE).rename(backup)
+        print(f"study: {run_dir.name}: curve settings changed; the earlier curve is kept as {backup.name}", flush=True)
     missing = []
     for step in points_at:
         checkpoint = run_dir / "checkpoints" / f"{STEP_PREFIX}{step:08d}"
