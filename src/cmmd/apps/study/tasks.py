@@ -222,8 +222,9 @@ def train_seconds(run_dir: Path) -> dict[int, float]:
 def score_curve(job: CurveJob) -> dict[str, Any]:
     """The run's learning curve: for each curve step, the primary metric of v2a and a2v outputs
     of the validation clips (point, CI, per clip) and the training seconds up to that step (where
-    the log has the step: ``train_seconds``), written to ``<run>/curve.json`` after each point. Afterwards the run's checkpoints other than its newest are removed (the curve is what
-    they were kept for); a point whose checkpoint is gone (removed after an earlier curve with
+    the log has the step: ``train_seconds``), written to ``<run>/curve.json`` after each point.
+    Afterwards the run's checkpoints other than its newest are removed (the curve is what they
+    were kept for); a point whose checkpoint is gone (removed after an earlier curve with
     other settings) is listed in ``missing``. A curve recorded with other settings is moved to
     ``curve.previous-<k>.json``, not overwritten."""
     from cmmd.checkpoint import STEP_PREFIX, latest_checkpoint
