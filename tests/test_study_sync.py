@@ -149,6 +149,9 @@ def test_sync_study_configs_load() -> None:
     dance = load_study_config(CONFIGS / "study_sync_gpu_dance.yaml")
     assert dance.data.scene == "dance" and dance.data.tempo_changes and dance.out != gpu.out
     assert load_study_config(CONFIGS / "study_sync_micro.yaml").curve.every == 2
+    guided = load_study_config(CONFIGS / "study_sync_guidance_cpu.yaml")  # reuses the CPU study's runs
+    assert guided.runs() == cpu.runs() and guided.systems["ncmmd-syncguide"].trained_as == "ncmmd"
+    assert guided.systems["ncmmd-syncguide"].sampling.sync_guidance == 1.0
 
 
 def test_micro_sync_study_end_to_end(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
