@@ -153,7 +153,7 @@ def test_sync_study_configs_load() -> None:
     assert guided.runs() == cpu.runs() and guided.systems["ncmmd-syncguide"].trained_as == "ncmmd"
     assert guided.systems["ncmmd-syncguide"].sampling.sync_guidance == 1.0
     infonce = load_study_config(CONFIGS / "study_sync_infonce_cpu.yaml")
-    assert set(infonce.runs()) == set(cpu.runs()) | {f"infonce-seed{k}" for k in (0, 1, 2)}
+    assert {r.name for r in infonce.runs()} == {r.name for r in cpu.runs()} | {f"infonce-seed{k}" for k in (0, 1, 2)}
 
 
 def test_micro_sync_study_end_to_end(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
