@@ -18,9 +18,8 @@ import sys
 import time
 from pathlib import Path
 
-from cmmd.data.media import read_media
 from cmmd.data.splits import TEST, VALIDATION
-from cmmd.eval.sync.joint import self_consistency
+from cmmd.eval.sync.joint import folder_self_consistency
 
 
 def main() -> None:
@@ -51,8 +50,7 @@ def main() -> None:
                         "--steps", str(args.steps), "--out", str(folder), "--overwrite"], check=True,
                        env={**os.environ, "TQDM_DISABLE": "1"}, stdout=subprocess.DEVNULL)
         seconds = (time.perf_counter() - start) / args.num
-        media = [read_media(f) for f in sorted(folder.glob("*.mp4"))]
-        sc = self_consistency([m.frames for m in media], [m.audio for m in media], media[0].fps, media[0].sample_rate)
+        sc = folder_self_consistency(folder)
         report[spec] = {**sc, "seconds_per_sample": seconds}
         lines.append(f"| {spec} | {sc['own']['mean']:.3f} [{sc['own']['lo']:.3f}, {sc['own']['hi']:.3f}] | "
                      f"{sc['shuffled']['mean']:.3f} | {sc['video_events_per_sample']:.1f} / "

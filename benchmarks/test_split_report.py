@@ -27,7 +27,7 @@ import numpy as np
 from cmmd.data.media import read_media
 from cmmd.data.splits import TEST
 from cmmd.eval.sharpness import laplacian_ratio
-from cmmd.eval.sync.joint import self_consistency
+from cmmd.eval.sync.joint import folder_self_consistency
 
 
 def cmmd(*args: str) -> None:
@@ -44,13 +44,6 @@ def sync_rows(metrics_file: Path, mode: str) -> dict[str, dict[str, float]]:
         out[key] = {"mean": e["point"], "lo": e["lo"], "hi": e["hi"],
                     "chance": e.get("baseline", {}).get("point", float("nan"))}
     return out
-
-
-def joint_self_consistency(folder: Path, tolerance: float = 0.1) -> dict[str, object]:
-    """:func:`cmmd.eval.sync.joint.self_consistency` of the joint samples ``folder/*.mp4``."""
-    media = [read_media(f) for f in sorted(folder.glob("*.mp4"))]
-    return self_consistency([m.frames for m in media], [m.audio for m in media], media[0].fps,
-                            media[0].sample_rate, tolerance)
 
 
 def main() -> None:
@@ -107,7 +100,7 @@ def main() -> None:
         cmmd("generate", args.checkpoint, "--mode", "joint", "--num", str(args.joint), "--seconds",
              str(args.seconds), "--seed", str(TEST.seed), *order, "--out", str(joint), "--steps", str(args.steps),
              "--overwrite")
-        sc = joint_self_consistency(joint)
+        sc = folder_self_consistency(joint)
         report["joint"] = {**sc, "order": args.joint_order, "redraws": args.joint_redraws, "seed": TEST.seed}
         lines.append(f"joint self-consistency ({args.joint} samples, seeds {TEST.seed}.., --joint-order "
                      f"{' '.join(order[1::2])}): video events vs the same sample's audio "

@@ -28,3 +28,16 @@ def test_self_consistency_needs_two_complete_samples() -> None:
         self_consistency([clip.frames], [clip.audio], FPS, SAMPLE_RATE)
     with pytest.raises(CmmdError, match="2 or more samples"):
         self_consistency([clip.frames, clip.frames], [clip.audio], FPS, SAMPLE_RATE)
+
+
+def test_folder_self_consistency_reads_the_samples_as_written(tmp_path) -> None:
+    from cmmd.data.media import write_media
+    from cmmd.eval.sync.joint import folder_self_consistency
+
+    clips = [render_clip("impacts", seed=310 + i, duration=3.6, size=32) for i in range(3)]
+    for i, c in enumerate(clips):
+        write_media(tmp_path / f"joint_{i:04d}.mp4", c.frames, c.audio, FPS, SAMPLE_RATE)
+    sc = folder_self_consistency(tmp_path)
+    assert sc["n"] == 3 and sc["own"]["mean"] >= 0.9 and sc["shuffled"]["mean"] < sc["own"]["mean"]
+    with pytest.raises(CmmdError, match="no joint samples"):
+        folder_self_consistency(tmp_path / "empty")

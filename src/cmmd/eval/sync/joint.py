@@ -10,10 +10,12 @@ heard in its audio (:func:`cmmd.eval.sync.audio.detect_audio_events`), by event 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from cmmd.data.media import read_media
 from cmmd.errors import CmmdError
 from cmmd.eval.stats import bootstrap_ci
 from cmmd.eval.sync.audio import detect_audio_events
@@ -40,3 +42,13 @@ def self_consistency(frames: Sequence[np.ndarray], waves: Sequence[np.ndarray], 
             "video_events_per_sample": float(np.mean([len(v) for v in video])),
             "audio_events_per_sample": float(np.mean([len(a) for a in audio])),
             "own_per_sample": [float(x) for x in own], "n": len(frames)}
+
+
+def folder_self_consistency(folder: Path, tolerance: float = 0.1) -> dict[str, Any]:
+    """:func:`self_consistency` of the joint samples ``folder/*.mp4`` (as ``cmmd generate --mode
+    joint`` writes them), at their own frame and sample rates."""
+    media = [read_media(f) for f in sorted(Path(folder).glob("*.mp4"))]
+    if not media:
+        raise CmmdError(f"{folder}: no joint samples (*.mp4) to score")
+    return self_consistency([m.frames for m in media], [m.audio for m in media], media[0].fps,
+                            media[0].sample_rate, tolerance)
