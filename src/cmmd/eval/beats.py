@@ -120,8 +120,10 @@ def track_beats(
     return frames / rate, float(np.atleast_1d(tempo)[0])
 
 
-def _hit_rates(gen_times: np.ndarray, gt_times: np.ndarray, tolerances: Sequence[float]) -> dict[str, float]:
-    """Hit rate (recall of ground-truth beats) and precision of generated beats per tolerance.
+def hit_rates(gen_times: np.ndarray, gt_times: np.ndarray,
+              tolerances: Sequence[float] = TOLERANCES) -> dict[str, float]:
+    """Hit rate (recall of ground-truth beats) and precision of generated beat times ``(K,)``
+    against ground-truth beat times ``(M,)`` (seconds) per tolerance.
 
     Keys ``hit_rate_<ms>ms``, ``n_matched_<ms>ms``, ``gen_precision_<ms>ms`` per tolerance,
     ``n_gt``, ``n_gen``. With no ground-truth beat the hit rate is NaN (nothing to hit); with
@@ -148,14 +150,14 @@ def beat_hit_rate_from_times(
     onset: Onset = "flux",
 ) -> dict[str, float]:
     """Hit rate of the beats tracked in ``gen_audio`` (waveform or log-mel) against known
-    ground-truth beat times in seconds (the synthetic sidecar's events). See :func:`_hit_rates`
+    ground-truth beat times in seconds (the synthetic sidecar's events). See :func:`hit_rates`
     for the keys; also ``gen_tempo_bpm``.
     """
     gt = np.asarray(gt_beat_times, dtype=np.float64).ravel()
     if not np.all(np.isfinite(gt)):
         raise CmmdError("beat_hit_rate_from_times: ground-truth beat times must be finite")
     gen, gen_tempo = track_beats(gen_audio, sample_rate, onset)
-    return {**_hit_rates(gen, gt, tolerances), "gen_tempo_bpm": gen_tempo}
+    return {**hit_rates(gen, gt, tolerances), "gen_tempo_bpm": gen_tempo}
 
 
 def beat_hit_rate(
@@ -166,12 +168,12 @@ def beat_hit_rate(
     onset: Onset = "flux",
 ) -> dict[str, float]:
     """The paper's hit rate: beats tracked in ``gen_audio`` against beats tracked in
-    ``gt_audio`` (each a waveform ``(S,)`` or log-mel ``(N_MELS, L)``). See :func:`_hit_rates`
+    ``gt_audio`` (each a waveform ``(S,)`` or log-mel ``(N_MELS, L)``). See :func:`hit_rates`
     for the keys; also ``gen_tempo_bpm`` and ``gt_tempo_bpm``.
     """
     gt, gt_tempo = track_beats(gt_audio, sample_rate, onset)
     gen, gen_tempo = track_beats(gen_audio, sample_rate, onset)
-    return {**_hit_rates(gen, gt, tolerances), "gen_tempo_bpm": gen_tempo, "gt_tempo_bpm": gt_tempo}
+    return {**hit_rates(gen, gt, tolerances), "gen_tempo_bpm": gen_tempo, "gt_tempo_bpm": gt_tempo}
 
 
 def aggregate_hit_rates(

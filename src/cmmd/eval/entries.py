@@ -3,7 +3,10 @@
 An item entry holds the mean over each condition's K generations (``per_item``, what ``cmmd
 compare`` tests pairwise) and a CI over conditions; a set entry averages a statistic over the K
 generation rounds and its CI resamples the conditions. NaN per-item values are dropped from the
-CI and counted as ``n_dropped`` (:func:`cmmd.eval.stats.bootstrap_ci`).
+CI and counted as ``n_dropped`` (:func:`cmmd.eval.stats.bootstrap_ci`). An item entry may carry
+a ``baseline`` (the same statistic for reference clips or at chance level) and, for the shuffled-
+pairs chance level, ``vs_baseline``: the paired comparison of each condition against its own
+chance level (:func:`shuffled_comparison`).
 """
 
 from __future__ import annotations
@@ -15,7 +18,10 @@ import numpy as np
 from threadpoolctl import threadpool_limits  # installed with librosa (via scikit-learn)
 
 from cmmd.eval.settings import EvalSettings
-from cmmd.eval.stats import bootstrap_ci
+from cmmd.eval.stats import bootstrap_ci, paired_wilcoxon
+
+SHUFFLED_LABEL = "shuffled pairs (chance level)"
+MIN_PAIRS = 6  # paired_wilcoxon's minimum: with 5 pairs no two-sided p falls below 0.05
 
 # Frechet distances here run in bootstrap loops: the eigendecomposition route, equal to sqrtm's
 # value and several times faster (cmmd.eval.distances.frechet_distance).
@@ -46,6 +52,32 @@ def baseline(values: Sequence[float], settings: EvalSettings, label: str) -> dic
     ci = bootstrap_ci(values, n_boot=settings.n_boot, seed=settings.seed)
     return {"label": label, "point": ci.point, "lo": ci.lo, "hi": ci.hi, "n": ci.n,
             "values": [float(v) for v in values]}
+
+
+def paired_difference(own: Sequence[float], other: Sequence[float], settings: EvalSettings) -> dict[str, Any]:
+    """Own minus other, paired by condition: ``diff`` (mean difference) with its 95 % bootstrap
+    CI ``lo``, ``hi``, the two-sided Wilcoxon signed-rank ``p`` (:func:`cmmd.eval.stats.paired_wilcoxon`)
+    and ``n`` (pairs without a NaN). Below ``MIN_PAIRS`` pairs ``p`` is NaN and ``why`` says so."""
+    a, b = np.asarray(own, dtype=np.float64), np.asarray(other, dtype=np.float64)
+    ci = bootstrap_ci(a - b, n_boot=settings.n_boot, seed=settings.seed)
+    out: dict[str, Any] = {"diff": ci.point, "lo": ci.lo, "hi": ci.hi, "p": float("nan"), "n": ci.n,
+                           "test": "two-sided Wilcoxon signed-rank (Pratt zeros), own vs baseline per condition"}
+    if ci.n < MIN_PAIRS:
+        out["why"] = f"{ci.n} complete pair(s); the signed-rank test needs at least {MIN_PAIRS}"
+    else:
+        out["p"] = paired_wilcoxon(a, b, min_pairs=MIN_PAIRS)["p_value"]
+    return out
+
+
+def shuffled_comparison(own: Mapping[str, Sequence[float]], shuffled: Mapping[str, Sequence[float]],
+                        names: Sequence[str], settings: EvalSettings) -> dict[str, Any]:
+    """``baseline`` and ``vs_baseline`` of an item entry: ``own[name]`` are a condition's values
+    per generation against its own reference, ``shuffled[name]`` the same generations against
+    another condition's reference (a derangement); both are averaged per condition as in
+    :func:`item_metric` and compared pair by pair (:func:`paired_difference`)."""
+    a = [_nanmean(own[n]) for n in names]
+    b = [_nanmean(shuffled[n]) for n in names]
+    return {"baseline": baseline(b, settings, SHUFFLED_LABEL), "vs_baseline": paired_difference(a, b, settings)}
 
 
 def set_metric(round_value: Callable[[int, np.ndarray], float], n_items: int, rounds: int,

@@ -17,8 +17,19 @@ one stage module each under :mod:`cmmd.eval.stages`:
   averaged) and per sample (each generated clip against the reference set; the same statistic
   of the reference clips is the baseline), with the embedder named in the key (``fad[crepe-tiny]``).
 * ``beat`` (:mod:`~cmmd.eval.stages.beat`): the paper's beat hit rate, beats tracked in the
-  generated audio against beats tracked in the reference audio, within 100 and 500 ms; for
-  *dance* sidecars also against the sidecar's exact beat times (``[sidecar]``).
+  generated audio against beats tracked in the reference audio, within 100 and 500 ms, beside
+  the shuffled-pairs chance level; for *dance* sidecars also against the sidecar's exact beat
+  times (``[sidecar]``).
+* ``onset`` (:mod:`~cmmd.eval.stages.onset`): onset F1, precision and recall of the onsets
+  detected in the generated audio against those detected in the reference audio
+  (:mod:`cmmd.eval.onsets`, one detector for both), within ``sync_tolerance``; any reference
+  folder, no sidecar needed.
+
+The shuffled-pairs chance level (``baseline`` of ``beat_hit_rate_*`` and ``onset_*``) scores
+each generated file against the reference of another condition (a seeded derangement), and
+``vs_baseline`` compares each condition with its own chance level: mean difference with its
+95 % bootstrap CI and the two-sided Wilcoxon signed-rank p (NaN below 6 conditions). With one
+condition there is no chance level and no comparison.
 * ``sync`` (:mod:`~cmmd.eval.stages.sync`): for *impacts* sidecars, event precision/recall/F1,
   class accuracy and median offset of the events detected in the generated audio
   (``sync_v2a_*``) and in the generated frames (``sync_a2v_*``) against the sidecar events,
@@ -60,6 +71,7 @@ from cmmd.eval.stages.beat import beat_metrics
 from cmmd.eval.stages.fad import fad_metrics
 from cmmd.eval.stages.fvd_kvd import fvd_kvd_metrics
 from cmmd.eval.stages.offset import offset_metrics
+from cmmd.eval.stages.onset import onset_metrics
 from cmmd.eval.stages.sync import sync_metrics
 
 __all__ = ["METRICS", "EvalSettings", "evaluate", "load_metrics", "write_metrics"]
@@ -85,7 +97,7 @@ def _skip_unusable(pairing: Pairing, metrics: tuple[str, ...], settings: EvalSet
     """Leave out every condition with a file (reference or generated) that cannot give the streams
     ``metrics`` read; returns the rest and one ``source, kind, reason`` row per unusable file."""
     needs_video = bool(set(metrics) & {*VIDEO_METRICS, "sync"})
-    needs_audio = bool(set(metrics) & {"fad", "beat", "sync", "offset"})
+    needs_audio = bool(set(metrics) & {"fad", "beat", "onset", "sync", "offset"})
     min_frames = settings.fvd_frames if {"fvd", "kvd"} & set(metrics) else 0
     skipped = list(pairing.skipped)
     bad: set[str] = set()
@@ -143,6 +155,8 @@ def evaluate(
         results.update(timed("fad", lambda: fad_metrics(pairing, files, cache, emb, progress, timings)))
     if "beat" in metrics:
         results.update(timed("beat", lambda: beat_metrics(pairing, files, cache, progress)))
+    if "onset" in metrics:
+        results.update(timed("onset", lambda: onset_metrics(pairing, files, cache, progress)))
     if "sync" in metrics:
         sync, note = timed("sync", lambda: sync_metrics(pairing, files, cache, progress))
         results.update(sync)

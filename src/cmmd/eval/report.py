@@ -1,6 +1,7 @@
 """Human-readable evaluation reports: ``report.md`` and ``report.html`` with PNG plots.
 
-Both show the table of every metric (value, 95 % bootstrap CI, n, baseline), the notes, the
+Both show the table of every metric (value, 95 % bootstrap CI, n, baseline, and the paired
+comparison with a shuffled-pairs baseline where there is one), the notes, the
 settings and code version; the HTML adds the plots: per-item distributions of the headline per-item
 metrics next to their baselines (the per-sample FAD panel is the paper's Fig. 4 view, with the
 per-set FAD as a cross) and the per-round values of the set metrics (FVD, KVD, FAD).
@@ -51,15 +52,28 @@ def format_ci(entry: Mapping[str, Any]) -> str:
     return f"{_fmt(entry.get('point'))} [{_fmt(entry.get('lo'))}, {_fmt(entry.get('hi'))}]"
 
 
+def format_vs_baseline(entry: Mapping[str, Any]) -> str:
+    """``diff [lo, hi], Wilcoxon p=.., n=..`` of an entry's paired comparison with its baseline
+    (``vs_baseline``: own minus baseline per condition), the reason when there is no p; empty
+    without a comparison."""
+    vs = entry.get("vs_baseline")
+    if not vs:
+        return ""
+    p = vs.get("p")
+    test = f"p={_fmt(p)}" if p is not None and math.isfinite(p) else f"p n/a ({vs.get('why', 'no test')})"
+    return f"{_fmt(vs.get('diff'))} [{_fmt(vs.get('lo'))}, {_fmt(vs.get('hi'))}], Wilcoxon {test}, n={vs.get('n')}"
+
+
 def metric_rows(result: Mapping[str, Any]) -> list[list[str]]:
-    """Rows ``metric, value [CI], n (dropped), baseline, better, description``."""
+    """Rows ``metric, value [CI], n (dropped), baseline, own - baseline, better, description``."""
     rows = []
     for name, e in result["metrics"].items():
         base = e.get("baseline")
         baseline = f"{format_ci(base)} ({base['label']})" if base else ""
         better = {True: "lower", False: "higher", None: ""}[e.get("lower_is_better")]
         dropped = f" ({e['n_dropped']} NaN)" if e.get("n_dropped") else ""
-        rows.append([name, format_ci(e), f"{e.get('n')}{dropped}", baseline, better, e.get("description", "")])
+        rows.append([name, format_ci(e), f"{e.get('n')}{dropped}", baseline, format_vs_baseline(e), better,
+                     e.get("description", "")])
     return rows
 
 
@@ -69,7 +83,8 @@ def _finite(values: Any) -> np.ndarray:
 
 
 # Per-item metrics that get a panel (the headline of each family; the table has the rest).
-PLOTTED = re.compile(r"^(fad_per_sample\[.*\]|beat_hit_rate_100ms(\[sidecar\])?|sync_(v2a|a2v)_f1|abs_av_offset_ms)$")
+PLOTTED = re.compile(r"^(fad_per_sample\[.*\]|beat_hit_rate_100ms(\[sidecar\])?|onset_f1|sync_(v2a|a2v)_f1"
+                     r"|abs_av_offset_ms)$")
 
 
 def plot_item_metrics(result: Mapping[str, Any], path: Path) -> Path | None:
@@ -147,7 +162,8 @@ def write_markdown(result: Mapping[str, Any], path: Path) -> Path:
     """``report.md``: header, metric table, notes, timings, settings."""
     lines = ["# cmmd evaluation", ""]
     lines += [f"- **{k}**: {v}" for k, v in _header(result)]
-    lines += ["", "| metric | value [95% CI] | n | baseline [95% CI] | better | what |", "|---|---|---|---|---|---|"]
+    lines += ["", "| metric | value [95% CI] | n | baseline [95% CI] | own - baseline [95% CI], paired test | better "
+              "| what |", "|---|---|---|---|---|---|---|"]
     lines += ["| " + " | ".join(cell.replace("|", "/") for cell in row) + " |" for row in metric_rows(result)]
     set_rows = [(n, e) for n, e in result["metrics"].items() if e["kind"] == "set"]
     if set_rows:
@@ -176,7 +192,8 @@ def write_html(result: Mapping[str, Any], path: Path, plots: list[Path]) -> Path
 <style>body{{font-family:sans-serif;max-width:1200px;margin:2em auto}}table{{border-collapse:collapse}}
 td,th{{border:1px solid #ccc;padding:3px 8px;font-size:13px}}img{{max-width:100%}}</style></head>
 <body><h1>cmmd evaluation</h1><ul>{head}</ul>
-<table><tr><th>metric</th><th>value [95% CI]</th><th>n</th><th>baseline [95% CI]</th><th>better</th><th>what</th></tr>
+<table><tr><th>metric</th><th>value [95% CI]</th><th>n</th><th>baseline [95% CI]</th>
+<th>own - baseline [95% CI], paired test</th><th>better</th><th>what</th></tr>
 {table}</table>
 {"<h2>Notes</h2><ul>" + "".join(f"<li>{esc(n)}</li>" for n in notes) + "</ul>" if notes else ""}
 <h2>Plots</h2>{images or "<p>none</p>"}

@@ -9,7 +9,7 @@ from cmmd.errors import CmmdError
 from cmmd.eval.embedders import DEFAULT_CREPE_HOP
 from cmmd.eval.i3d import FVD_FRAMES, MIN_FRAMES
 
-METRICS = ("fvd", "kvd", "fad", "beat", "sync", "offset")
+METRICS = ("fvd", "kvd", "fad", "beat", "onset", "sync", "offset")
 VIDEO_METRICS = ("fvd", "kvd", "offset")  # metrics that read frames
 
 

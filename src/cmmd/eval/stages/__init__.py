@@ -2,6 +2,6 @@
 
 Each stage takes the :class:`~cmmd.eval.pairing.Pairing`, the
 :class:`~cmmd.eval.inputs.MediaFiles` reader and the feature cache, and returns metric entries
-(:mod:`cmmd.eval.entries`) by key: :mod:`.fvd_kvd`, :mod:`.fad`, :mod:`.beat`, :mod:`.sync`,
-:mod:`.offset`. The algorithms they apply live in the modules of :mod:`cmmd.eval`.
+(:mod:`cmmd.eval.entries`) by key: :mod:`.fvd_kvd`, :mod:`.fad`, :mod:`.beat`, :mod:`.onset`,
+:mod:`.sync`, :mod:`.offset`. The algorithms they apply live in the modules of :mod:`cmmd.eval`.
 """

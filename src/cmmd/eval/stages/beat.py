@@ -1,21 +1,23 @@
 """Beat hit rate of the generated audio (:mod:`cmmd.eval.beats`): against the beats tracked in
-the reference audio and, for *dance* sidecars, against the sidecar's exact beat times."""
+the reference audio, next to the shuffled-pairs chance level, and, for *dance* sidecars, against
+the sidecar's exact beat times. Beats are tracked once per file (cached by content); the
+scores are one-to-one matches of beat times."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from cmmd.errors import CmmdError
-from cmmd.eval.beats import MIN_SECONDS, beat_hit_rate_from_times, track_beats
+from cmmd.eval.beats import MIN_SECONDS, hit_rates, track_beats
 from cmmd.eval.cache import cached
-from cmmd.eval.entries import item_metric
+from cmmd.eval.entries import item_metric, shuffled_comparison
 from cmmd.eval.features import FeatureCache
 from cmmd.eval.inputs import MediaFiles, progress_bar, with_file
 from cmmd.eval.pairing import Pairing
+from cmmd.eval.sync.score import shuffled_partners
 
 
 class _LazyAudio:
@@ -40,38 +42,37 @@ class _LazyAudio:
 
 def beat_metrics(pairing: Pairing, files: MediaFiles, cache: FeatureCache, show: bool) -> dict[str, dict[str, Any]]:
     """``beat_hit_rate_{100,500}ms`` and ``beat_gen_precision_100ms``, each also with a
-    ``[sidecar]`` twin when dance sidecars give exact beat times."""
+    ``[sidecar]`` twin when dance sidecars give exact beat times. With two conditions or more
+    the hit rates against the reference audio carry the shuffled-pairs ``baseline`` (each
+    generated file against another condition's reference beats) and ``vs_baseline`` (own minus
+    shuffled per condition: mean, 95 % CI, Wilcoxon p)."""
     s = files.settings
     config = {"sample_rate": s.sample_rate, "onset": "flux"}
 
-    def hit_rates(path: Path, audio: _LazyAudio, gt_times: np.ndarray, key: tuple[str, ...], extractor: str,
-                  settings: Mapping[str, object]) -> dict[str, float]:
-        def compute() -> dict[str, float]:
-            return with_file(path, lambda: beat_hit_rate_from_times(audio(), gt_times, s.sample_rate))
+    def beats(path: Path) -> np.ndarray:
+        """Beat times ``(K,)`` tracked in the file's audio, cached by content."""
+        audio = _LazyAudio(files, path, "beat hit rate")
 
-        return {k: float(v) for k, v in cached(cache, extractor, key, settings, compute).items()}
+        def track() -> dict[str, object]:
+            return with_file(path, lambda: dict(zip(("times", "tempo"), track_beats(audio(), s.sample_rate))))
 
-    pairs: dict[str, list[dict[str, float]]] = {}
-    sidecar_pairs: dict[str, list[dict[str, float]]] = {}
-    for name in progress_bar(list(pairing.names), "beat tracking", show):
-        ref_path = pairing.reference[name]
-        ref_audio = _LazyAudio(files, ref_path, "beat hit rate")
+        return cached(cache, "beats", files.digest(path), config, track)["times"]
 
-        def track(ref_path: Path = ref_path, ref_audio: _LazyAudio = ref_audio) -> dict[str, object]:
-            return with_file(ref_path, lambda: dict(zip(("times", "tempo"), track_beats(ref_audio(), s.sample_rate))))
-
-        ref_times = cached(cache, "beats", files.digest(ref_path), config, track)["times"]
+    names = list(pairing.names)
+    ref: dict[str, np.ndarray] = {}
+    gen: dict[str, list[np.ndarray]] = {}
+    for name in progress_bar(names, "beat tracking", show):
+        ref[name] = beats(pairing.reference[name])
+        gen[name] = [beats(p) for p in pairing.generated[name]]
+    partner = shuffled_partners(names, s.seed)
+    pairs = {n: [hit_rates(g, ref[n]) for g in gen[n]] for n in names}
+    shuffled = {n: [hit_rates(g, ref[partner[n]]) for g in gen[n]] for n in partner}
+    sidecar_pairs = {}
+    for name in names:
         meta = pairing.sidecars.get(name)
-        is_dance = meta is not None and meta.get("scene") == "dance"
-        sidecar_times = np.array([float(e["time"]) for e in meta["events"]]) if is_dance else None
-        for path in pairing.generated[name]:
-            audio = _LazyAudio(files, path, "beat hit rate")
-            key = (files.digest(path), files.digest(ref_path))
-            pairs.setdefault(name, []).append(hit_rates(path, audio, ref_times, key, "beat-hit-rate", config))
-            if sidecar_times is not None:
-                sidecar_pairs.setdefault(name, []).append(hit_rates(
-                    path, audio, sidecar_times, (files.digest(path),), "beat-hit-rate-sidecar",
-                    {**config, "gt": sidecar_times.tolist()}))
+        if meta is not None and meta.get("scene") == "dance":
+            times = np.array([float(e["time"]) for e in meta["events"]])
+            sidecar_pairs[name] = [hit_rates(g, times) for g in gen[name]]
     out = {}
     for suffix, source, label in (("", pairs, "vs beats tracked in the reference audio"),
                                   ("[sidecar]", sidecar_pairs, "vs the sidecar's exact beat times")):
@@ -80,10 +81,12 @@ def beat_metrics(pairing: Pairing, files: MediaFiles, cache: FeatureCache, show:
         for ms in ("100ms", "500ms"):
             matched = sum(r[f"n_matched_{ms}"] for rows in source.values() for r in rows)
             total = sum(r["n_gt"] for rows in source.values() for r in rows)
+            values = {n: [r[f"hit_rate_{ms}"] for r in rows] for n, rows in source.items()}
+            chance = {n: [r[f"hit_rate_{ms}"] for r in rows] for n, rows in shuffled.items()}
+            extra = shuffled_comparison(values, chance, names, s) if suffix == "" and chance else {}
             out[f"beat_hit_rate_{ms}{suffix}"] = item_metric(
-                {n: [r[f"hit_rate_{ms}"] for r in rows] for n, rows in source.items()}, pairing.names, s,
-                f"fraction of reference beats matched within +-{ms[:-2]} ms, {label}", False,
-                pooled=matched / total if total else float("nan"))
+                values, pairing.names, s, f"fraction of reference beats matched within +-{ms[:-2]} ms, {label}", False,
+                pooled=matched / total if total else float("nan"), **extra)
         out[f"beat_gen_precision_100ms{suffix}"] = item_metric(
             {n: [r["gen_precision_100ms"] for r in rows] for n, rows in source.items()}, pairing.names, s,
             f"fraction of generated beats within +-100 ms of a reference beat, {label}", False)

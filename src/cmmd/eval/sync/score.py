@@ -206,6 +206,14 @@ def derangement(n: int, seed: int = 0) -> np.ndarray:
             return perm
 
 
+def shuffled_partners(names: Sequence[str], seed: int = 0) -> dict[str, str]:
+    """Each name mapped to another name by :func:`derangement` (the shuffled-pairs baseline's
+    pairing: item ``names[i]`` scored against the reference of ``names[perm[i]]``); empty below 2 names."""
+    if len(names) < 2:
+        return {}
+    return {name: names[j] for name, j in zip(names, derangement(len(names), seed).tolist())}
+
+
 def shuffled_baseline(
     audios: Sequence[np.ndarray | None],
     frames: Sequence[np.ndarray | None],
