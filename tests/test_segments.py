@@ -112,16 +112,18 @@ def test_unusable_files_are_skipped_and_listed(source: Path, cut: Path, bad_medi
     shutil.copy(source, src / "a.mkv")
     shutil.copy(source, src / "sub" / "nested.mkv")  # only files directly in SRC
     (src / "notes.txt").write_text("not media")
-    for kind in ("zero_byte", "corrupt", "no_audio", "no_video", "too_short"):
+    for kind in ("zero_byte", "corrupt", "truncated", "no_audio", "no_video", "too_short", "unknown_codec"):
         shutil.copy(bad_media[kind], src / bad_media[kind].name)
     result = cut_folder(src, tmp_path / "out", 6.0)
     reasons = {f.source: f.reason for f in result.files}
     assert sorted(reasons) == ["a.mkv", "corrupt.mp4", "no_audio.mp4", "no_video.mp4", "too_short.mp4",
-                               "zero_byte.mp4"]
+                               "truncated.mp4", "unknown_codec.mkv", "zero_byte.mp4"]
     assert reasons["a.mkv"] is None and [s.file for s in result.segments] == ["a-s001.mp4", "a-s002.mp4"]
     assert "not a readable media file" in reasons["corrupt.mp4"] and "not a readable" in reasons["zero_byte.mp4"]
     assert reasons["no_audio.mp4"] == "no audio stream" and reasons["no_video.mp4"] == "no video stream"
     assert reasons["too_short.mp4"] == "shorter than 6 s (0.50 s)"
+    assert reasons["truncated.mp4"].startswith("shorter than 6 s")  # half an mp4: what decodes, 1.3 of 3 s
+    assert reasons["unknown_codec.mkv"] == "no decoder for its video codec"
     manifest = json.loads((tmp_path / "out" / MANIFEST).read_text())
     assert [s["source"] for s in manifest["skipped"]] == sorted(reasons)[1:]
     assert (tmp_path / "out" / "a-s002.mp4").read_bytes() == (cut / "a-s002.mp4").read_bytes()

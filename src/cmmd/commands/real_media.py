@@ -26,7 +26,7 @@ from cmmd.data.real_media import lay_out, load_manifest, markdown_table, package
 from cmmd.data.segments import DEFAULT_MAX_SIZE, MANIFEST, CutResult, cut_folder
 from cmmd.data.semi_real import load_semi_manifest, write_semi_real
 
-HELP = "the real-media benchmark (packages, split layout, table), the semi-real set and evaluation clips (cut)"
+HELP = "the real-media benchmark, the semi-real set and evaluation clips (cut)"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -103,6 +103,8 @@ def cut_summary(result: CutResult, seconds: float, wall: float, dest: str) -> li
     lines = []
     for f in result.files:
         what = f"{len(f.segments)} segment(s)" if f.segments else f"skipped: {f.reason}"
+        if f.segments and f.reason:
+            what += f"; the rest skipped: {f.reason}"
         lines.append(f"cmmd real-media cut: {f.source}: {what}")
     n = len(result.segments)
     lines.append(f"cmmd real-media cut: {sum(bool(f.segments) for f in result.files)} of {len(result.files)} file(s) "

@@ -63,8 +63,9 @@ class Segment:
 
 @dataclass
 class FileOutcome:
-    """What became of one source file: its segments, or why it gave none (``reason``: unreadable,
-    no audio/video stream, or shorter than a segment); ``seconds`` is how much of it decoded."""
+    """What became of one source file: its segments, and why it gave none or stopped early
+    (``reason``: unreadable, no audio/video stream, shorter than a segment, decoding failed);
+    ``seconds`` is how much of it decoded."""
 
     source: str
     segments: list[Segment] = field(default_factory=list)
@@ -136,7 +137,8 @@ def cut_folder(src: Path, dest: Path, seconds: float, max_size: int = DEFAULT_MA
             try:
                 _cut_file(container, path, dest, seconds, max_size, overwrite, outcome, result)
             except _AvError as exc:
-                outcome.reason = f"decoding failed ({_reason(exc)})"
+                after = f" after segment {len(outcome.segments)}" if outcome.segments else ""
+                outcome.reason = f"decoding failed{after} ({_reason(exc)})"
         if not outcome.segments and outcome.reason is None:
             outcome.reason = f"shorter than {seconds:g} s ({outcome.seconds:.2f} s)"
     if not result.segments:
@@ -145,11 +147,11 @@ def cut_folder(src: Path, dest: Path, seconds: float, max_size: int = DEFAULT_MA
     manifest = {
         "seconds": seconds, "max_size": max_size,
         "segments": [asdict(s) for s in result.segments],
-        "skipped": [{"source": f.source, "reason": f.reason} for f in result.files if not f.segments],
+        "skipped": [{"source": f.source, "reason": f.reason} for f in result.files if f.reason],
     }
     _place(dest / MANIFEST, (json.dumps(manifest, indent=1) + "\n").encode(), overwrite)
     listed = {s.file for s in result.segments}
-    result.unlisted = sorted(p.name for p in dest.glob("*.mp4") if p.name not in listed)
+    result.unlisted = sorted(p.name for p in dest.glob("*.mp4") if p.name not in listed and not p.name.startswith("."))
     return result
 
 
@@ -212,12 +214,14 @@ def _cut_file(container: av.container.InputContainer, path: Path, dest: Path, se
             name = segment_name(path.stem, index + 1)
             tmp = _partial(dest / name)
             try:
-                _encode(tmp, frames, audio, rate, timeline.sample_rate)
-                digest = hashlib.sha256(tmp.read_bytes()).hexdigest()
-                if _settle(tmp, dest / name, overwrite):
-                    result.written += 1
-                else:
-                    result.kept += 1
+                try:
+                    _encode(tmp, frames, audio, rate, timeline.sample_rate)
+                    digest = hashlib.sha256(tmp.read_bytes()).hexdigest()
+                    moved = _settle(tmp, dest / name, overwrite)
+                except _AvError as exc:  # not the source's fault: a full disk, a read-only DEST
+                    raise CmmdError(f"{dest / name}: writing failed ({_reason(exc)})") from None
+                result.written += moved
+                result.kept += not moved
             finally:
                 tmp.unlink(missing_ok=True)
             outcome.segments.append(Segment(name, path.name, index + 1, index * seconds, seconds, digest))
