@@ -103,6 +103,10 @@ def test_an_existing_different_file_is_refused_unless_overwrite(source: Path, cu
     assert (result.written, result.kept) == (1, 1)
     assert mine.read_bytes() == (cut / "a-s002.mp4").read_bytes()
     assert (tmp_path / MANIFEST).read_bytes() == (cut / MANIFEST).read_bytes()
+    (tmp_path / MANIFEST).write_text("{}")
+    with pytest.raises(CmmdError, match=r"segments\.json: already exists with other content"):
+        cut_folder(source.parent, tmp_path, 6.0)
+    assert (tmp_path / MANIFEST).read_text() == "{}"
 
 
 def test_unusable_files_are_skipped_and_listed(source: Path, cut: Path, bad_media: dict[str, Path],

@@ -224,7 +224,7 @@ def _cut_file(container: av.container.InputContainer, path: Path, dest: Path, se
                 result.kept += not moved
             finally:
                 tmp.unlink(missing_ok=True)
-            outcome.segments.append(Segment(name, path.name, index + 1, index * seconds, seconds, digest))
+            outcome.segments.append(Segment(name, path.name, index + 1, round(index * seconds, 6), seconds, digest))
 
     for packet in container.demux(vstream, astream):
         try:
