@@ -18,7 +18,7 @@ from cmmd.errors import CmmdError
 COMMANDS: dict[str, tuple[str, str]] = {
     "synth": ("cmmd.commands.synth", "generate the synthetic audio-visual benchmark (mp4 + JSON)"),
     "prepare": ("cmmd.commands.prepare", "turn a folder of videos into training shards"),
-    "real-media": ("cmmd.commands.real_media", "the real-media benchmark (packages, split layout, table) and the semi-real set"),
+    "real-media": ("cmmd.commands.real_media", "the real-media benchmark, the semi-real set and evaluation clips (cut)"),
     "vae": ("cmmd.commands.vae", "train or test the small video VAE (latent codec)"),
     "vocoder": ("cmmd.commands.vocoder", "train or test a neural vocoder (mel -> waveform)"),
     "train": ("cmmd.commands.train", "train a joint video-audio diffusion model"),
