@@ -12,7 +12,11 @@ checked, naming the key, before any work starts.
 A system trains one *run* per seed (``seeds``, study-wide or per system; none: one run with the
 base's seed, named after the system) and is evaluated with its own ``sampling``; a system with
 ``trained_as: other`` trains nothing and samples the other system's runs its own way (the paper's
-replacement and reconstruction guidance as two rows of one trained model).
+replacement and reconstruction guidance as two rows of one trained model). A system with
+``init_from: other`` is a fine-tune: each of its runs starts (``TrainConfig.init``) from the
+final EMA weights of the other system's run with the same seed, which trains first; its budget
+counts on top of the other's. ``only_systems`` runs a subset of the listed systems (a config that
+``extends`` a study to fine-tune one of its systems need not train the others).
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ import copy
 import hashlib
 import json
 import re
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -192,7 +196,9 @@ class SystemSpec:
     """One system: a label for tables, dotted TrainConfig overrides of the base, how it samples,
     the vocoder of a mel model (a ``cmmd.pipeline`` spec such as ``cmmd-gan:<run>``; default
     Griffin-Lim), optionally its own budget and training seeds (default: the study's), or
-    ``trained_as`` another system, whose runs it samples instead of training its own."""
+    ``trained_as`` another system, whose runs it samples instead of training its own.
+    ``init_from``: another training system whose run of the same seed each run of this one
+    fine-tunes (its final EMA weights are ``TrainConfig.init``, and the DPO reference)."""
 
     label: str = ""
     train: dict[str, Any] = field(default_factory=dict)
@@ -201,6 +207,7 @@ class SystemSpec:
     budget: Budget | None = None
     seeds: list[int] | None = None
     trained_as: str | None = None
+    init_from: str | None = None
 
 
 @dataclass(frozen=True)
@@ -248,7 +255,8 @@ class LambdaSweep:
 
 @dataclass
 class StudyConfig:
-    """A whole study; ``systems`` maps a name (a folder name) to a :class:`SystemSpec`."""
+    """A whole study; ``systems`` maps a name (a folder name) to a :class:`SystemSpec`;
+    ``only_systems`` (empty: all) keeps those systems only (:func:`select_systems`)."""
 
     title: str = "cmmd study"
     out: str = "outputs/study"
@@ -264,6 +272,7 @@ class StudyConfig:
     curve: Curve = field(default_factory=Curve)
     parallel: int = 1
     threads: int = 1
+    only_systems: list[str] = field(default_factory=list)
 
     def trainer_of(self, name: str) -> str:
         """The system whose runs ``name`` samples: itself, or its ``trained_as``."""
@@ -290,8 +299,37 @@ class StudyConfig:
         return [Run(f"{trainer}-seed{seed}", trainer, seed) for seed in seeds]
 
     def runs(self) -> list[Run]:
-        """Every training run of the study, in config order."""
-        return [run for name, spec in self.systems.items() if spec.trained_as is None for run in self.runs_of(name)]
+        """Every training run of the study, in config order except that a fine-tune's runs come
+        after those of the system it starts from (``init_from``; checked acyclic in validate)."""
+        trainers = [name for name, spec in self.systems.items() if spec.trained_as is None]
+        ordered = sorted(trainers, key=lambda name: len(self.lineage(name)))  # stable: config order within a depth
+        return [run for name in ordered for run in self.runs_of(name)]
+
+    def lineage(self, name: str) -> list[str]:
+        """The systems a (training) system's runs descend from through ``init_from``, the
+        nearest first (empty for a system trained from scratch)."""
+        chain: list[str] = []
+        source = self.systems[self.trainer_of(name)].init_from
+        while source is not None and source not in chain and source in self.systems:
+            chain.append(source)
+            source = self.systems[source].init_from
+        return chain
+
+    def source_run(self, name: str, seed: int | None) -> Run | None:
+        """The run that a (training) system's run of training seed ``seed`` starts from: the
+        ``init_from`` system's run of the same seed (None: no ``init_from``, or no such run,
+        which validate refuses)."""
+        source = self.systems[self.trainer_of(name)].init_from
+        if source is None:
+            return None
+        return next((r for r in self.runs_of(source) if r.seed == seed), None)
+
+    def budget_text(self, name: str) -> str:
+        """The training budget in words, a fine-tune's after its source's (``800 steps + 200 steps
+        fine-tune``)."""
+        own = self.budget_of(name).describe()
+        source = self.systems[self.trainer_of(name)].init_from
+        return own if source is None else f"{self.budget_text(source)} + {own} fine-tune"
 
     def primary(self, mode: str) -> Primary:
         """The per-clip metric tested for ``mode`` outputs of the test set's scene."""
@@ -307,7 +345,7 @@ def load_study_config(path: str | Path, overrides: list[str] | None = None) -> S
     _check_system_overrides(data, overrides or [])
     apply_overrides(data, overrides or [], StudyConfig, SYSTEM_TRAIN)
     try:
-        cfg = from_dict(StudyConfig, data)
+        cfg = select_systems(from_dict(StudyConfig, data))
         validate(cfg)
     except ConfigError as exc:
         raise ConfigError(f"{path}: {exc}") from None
@@ -324,6 +362,25 @@ def _check_system_overrides(data: dict[str, Any], overrides: list[str]) -> None:
 
 
 # ----------------------------------------------------------------------------- checks and resolution
+
+
+def select_systems(cfg: StudyConfig) -> StudyConfig:
+    """``cfg`` with only the systems ``only_systems`` names (all when it is empty), in config
+    order; a ConfigError for an unknown name or a kept system whose ``trained_as`` or
+    ``init_from`` system is left out (its runs would be missing)."""
+    if not cfg.only_systems:
+        return cfg
+    keep = set(cfg.only_systems)
+    unknown = [n for n in cfg.only_systems if n not in cfg.systems]
+    if unknown or len(keep) != len(cfg.only_systems):
+        raise ConfigError(f"only_systems: {cfg.only_systems} must be distinct names of systems "
+                          f"({', '.join(cfg.systems)}); unknown: {', '.join(unknown) or 'none'}")
+    for name in cfg.only_systems:
+        spec = cfg.systems[name]
+        for key, other in (("trained_as", spec.trained_as), ("init_from", spec.init_from)):
+            if other is not None and other not in keep:
+                raise ConfigError(f"only_systems: {name} needs the runs of {other} ({key}); list {other} too")
+    return replace(cfg, systems={n: s for n, s in cfg.systems.items() if n in keep})
 
 
 def validate(cfg: StudyConfig) -> None:
@@ -361,6 +418,8 @@ def validate(cfg: StudyConfig) -> None:
             continue
         if spec.seeds is not None:
             _check_seeds(f"systems.{name}.seeds", spec.seeds)
+        if spec.init_from is not None:
+            _check_init_from(cfg, name, spec)
         if (spec.seeds if spec.seeds is not None else cfg.seeds) and "seed" in spec.train:
             raise ConfigError(f"systems.{name}.train.seed: set by seeds (one run per seed)")
         if spec.budget is None and cfg.budget is None:
@@ -369,15 +428,26 @@ def validate(cfg: StudyConfig) -> None:
         for key in spec.train:
             if key == "steps" or any(key == k or key.startswith(f"{k}.") for k in STUDY_OWNED):
                 raise ConfigError(f"systems.{name}.train.{key}: set by the study (use budget.steps / budget.minutes)")
+            if key == "init" and spec.init_from is not None:
+                raise ConfigError(f"systems.{name}.train.init: set by init_from ({spec.init_from}'s runs)")
         if spec.sampling.steps < 1 or spec.sampling.guidance_scale < 0:
             raise ConfigError(f"systems.{name}.sampling: need steps >= 1 and guidance_scale >= 0, got "
                               f"{spec.sampling.steps} and {spec.sampling.guidance_scale}")
         train_cfg = train_config(cfg, cfg.runs_of(name)[0], Path("OUT"))
+        if train_cfg.diffusion.loss.contrastive == "dpo" and not train_cfg.init:
+            raise ConfigError(f"systems.{name}.init_from: diffusion.loss.contrastive dpo fine-tunes against a frozen "
+                              "reference; name the system whose runs it starts from")
         if train_cfg.data.audio == "wave" and spec.vocoder is not None:
             raise ConfigError(f"systems.{name}.vocoder: the system generates waveforms; it takes no vocoder")
         if train_cfg.data.video == "latents" and cfg.data.codec == "pixel":
             raise ConfigError(f"data.codec: systems.{name} trains on latents (data.video: latents) but the training "
                               f"set is prepared with pixels only; set data.codec: {DEMO_CODEC} (or a codec spec)")
+    for name, spec in cfg.systems.items():  # after every system is checked: the source's config is sound
+        if spec.init_from is not None:
+            mine, theirs = (train_config(cfg, cfg.runs_of(n)[0], Path("OUT")).model for n in (name, spec.init_from))
+            if mine != theirs:
+                raise ConfigError(f"systems.{name}.init_from: its model ({asdict(mine)}) is not that of "
+                                  f"{spec.init_from} ({asdict(theirs)}), whose weights it starts from")
     names = [run.name for run in cfg.runs()]
     clash = sorted({n for n in names if names.count(n) > 1})
     if clash:
@@ -406,13 +476,41 @@ def _check_trained_as(cfg: StudyConfig, name: str, spec: SystemSpec) -> None:
         trainers = [n for n, s in cfg.systems.items() if s.trained_as is None]
         raise ConfigError(f"systems.{name}.trained_as: {spec.trained_as!r} is not a system that trains "
                           f"(choose from {', '.join(trainers)})")
-    for key, value in (("train", spec.train), ("budget", spec.budget), ("seeds", spec.seeds)):
+    for key, value in (("train", spec.train), ("budget", spec.budget), ("seeds", spec.seeds),
+                       ("init_from", spec.init_from)):
         if value:
             raise ConfigError(f"systems.{name}.{key}: the system samples the runs of {spec.trained_as} "
                               "(trained_as); training settings go there")
     if spec.sampling.steps < 1 or spec.sampling.guidance_scale < 0:
         raise ConfigError(f"systems.{name}.sampling: need steps >= 1 and guidance_scale >= 0, got "
                           f"{spec.sampling.steps} and {spec.sampling.guidance_scale}")
+
+
+def _check_init_from(cfg: StudyConfig, name: str, spec: SystemSpec) -> None:
+    """A fine-tune starts from another system that trains, not in a cycle, with a run per seed."""
+    source = spec.init_from
+    key = f"systems.{name}.init_from"
+    if source == name:
+        raise ConfigError(f"{key}: {name} cannot start from its own runs")
+    other = cfg.systems.get(source or "")
+    if other is None or other.trained_as is not None:
+        trainers = [n for n, s in cfg.systems.items() if s.trained_as is None and n != name]
+        raise ConfigError(f"{key}: {source!r} is not a system that trains "
+                          f"({'it samples the runs of ' + other.trained_as + '; ' if other else ''}"
+                          f"choose from {', '.join(trainers)})")
+    chain = [name]
+    while source is not None and source not in chain:
+        chain.append(source)
+        source = cfg.systems[source].init_from if source in cfg.systems else None
+    if source is not None:
+        raise ConfigError(f"{key}: init_from forms a cycle ({' -> '.join([*chain, source])})")
+    assert spec.init_from is not None
+    theirs = {run.seed for run in cfg.runs_of(spec.init_from)}
+    missing = [run.seed for run in cfg.runs_of(name) if run.seed not in theirs]
+    if missing:
+        seeds = ", ".join("none (one run)" if s is None else str(s) for s in missing)
+        raise ConfigError(f"{key}: {spec.init_from} has no run for seed(s) {seeds} of {name}; a fine-tune starts from "
+                          f"the run of the same seed (set systems.{name}.seeds or systems.{spec.init_from}.seeds)")
 
 
 def _has_dotted(data: dict[str, Any], key: str) -> bool:
@@ -426,8 +524,10 @@ def _has_dotted(data: dict[str, Any], key: str) -> bool:
 
 def system_train_dict(cfg: StudyConfig, name: str, seed: int | None = None) -> dict[str, Any]:
     """The user-level TrainConfig mapping of a (training) system's run with training seed
-    ``seed`` (None: the base's): base, its overrides, its budget, the seed. Stored with each run
-    and compared on reuse (TrainConfig defaults are not part of it)."""
+    ``seed`` (None: the base's): base, its overrides, its budget, the seed, and for a fine-tune
+    ``init`` as ``runs/<source run>`` (relative to the study's folder; :func:`train_config`
+    makes it a path). Stored with each run and compared on reuse (TrainConfig defaults are not
+    part of it)."""
     name = cfg.trainer_of(name)
     data = copy.deepcopy(cfg.base)
     for key, value in cfg.systems[name].train.items():
@@ -437,6 +537,10 @@ def system_train_dict(cfg: StudyConfig, name: str, seed: int | None = None) -> d
         data["steps"] = budget.steps
     if seed is not None:
         data["seed"] = seed
+    source = cfg.systems[name].init_from
+    if source is not None:
+        run = cfg.source_run(name, seed)
+        data["init"] = f"runs/{run.name if run is not None else source}"  # no run: a seedless identity (eta_family)
     return data
 
 
@@ -456,6 +560,9 @@ def train_config(cfg: StudyConfig, run: Run, out: Path) -> TrainConfig:
         data = system_train_dict(cfg, run.system, run.seed)
         data["out_dir"] = str(out / "runs" / run.name)
         data.setdefault("data", {})["root"] = str(out / "prepared")
+        source = cfg.source_run(run.system, run.seed)
+        if source is not None:
+            data["init"] = str(out / "runs" / source.name)
         minutes = cfg.budget_of(run.system).minutes
         data["max_minutes"] = minutes if minutes is not None else 0.0
         train_cfg = from_dict(TrainConfig, data)

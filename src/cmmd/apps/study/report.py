@@ -18,7 +18,7 @@ from cmmd.config import flatten_dotted
 from cmmd.conventions import FPS
 from cmmd.apps.study.config import StudyConfig, base_train_config, system_train_dict
 from cmmd.apps.study.tables import (curve_table, eta_table, lambda_table, main_table, paired_tests, pool_seeds,
-                                    seeds_table, summary_entry, tests_table)
+                                    seeds_table, steps_cell, summary_entry, tests_table)
 from cmmd.data.splits import TEST, VALIDATION
 from cmmd.eval.report import json_safe
 from cmmd.train.config import TrainConfig
@@ -58,21 +58,23 @@ def eta_family(cfg: StudyConfig, reference: str) -> list[str]:
 
 
 def budget_sentence(cfg: StudyConfig, train_cfgs: Mapping[str, TrainConfig]) -> str:
-    """How the systems' training budgets compare, in one sentence."""
+    """How the systems' training budgets compare, in one sentence (a fine-tune's counts its
+    source's too: :meth:`StudyConfig.budget_text`)."""
     budgets = {name: cfg.budget_of(name) for name in cfg.systems}
+    fine_tunes = any(cfg.lineage(name) for name in cfg.systems)
     batches = {t.batch_size for t in train_cfgs.values()}
     batch = f"batch {batches.pop()}" if len(batches) == 1 else "batch sizes differ"
     values = set(budgets.values())
     processes = "1 process" if cfg.parallel == 1 else f"{cfg.parallel} processes"
     threads = "1 torch thread" if cfg.threads == 1 else f"{cfg.threads} torch threads"
     together = f"{processes} of {threads} each run the trainings, then sampling and evaluation"
-    if len(values) == 1:
+    if len(values) == 1 and not fine_tunes:
         b = values.pop()
         if b.minutes is not None:
             return (f"equal wall-clock training time: {b.minutes:g} min per system, {batch}; the steps each "
                     f"system reached in that time are in the table; {together}")
         return f"equal training steps: {b.steps} steps x {batch} per system; {together}"
-    listed = ", ".join(f"{cfg.label_of(n)} {b.describe()}" for n, b in budgets.items())
+    listed = ", ".join(f"{cfg.label_of(n)} {cfg.budget_text(n)}" for n in budgets)
     return f"budgets differ per system ({listed}), {batch}; {together}"
 
 
@@ -117,7 +119,7 @@ def pooled_rows(cfg: StudyConfig, rows: Mapping[str, Mapping[str, Any]]) -> dict
         first = runs[0]
         out[name] = {**pool_seeds(runs, keys, cfg.evaluation.n_boot, cfg.evaluation.seed), "system": name,
                      "label": cfg.label_of(name), "eta": first["eta"], "contrastive": first["contrastive"],
-                     "steps": "/".join(sorted({str(r["steps"]) for r in runs}))}
+                     "steps": "/".join(sorted({steps_cell(r) for r in runs}))}
     return out
 
 
@@ -186,7 +188,10 @@ def build_report(cfg: StudyConfig, out: Path, rows: Mapping[str, Mapping[str, An
                "frames of the a2v outputs vs the real test frames (per set; with fewer clips than feature "
                "dimensions it is biased upwards and comparable only at equal N); sampling time per clip includes "
                "decoding (the vocoder for mel models, Griffin-Lim unless the recipe names one). *Real clips*: the "
-               "detector on the real test clips."]
+               "detector on the real test clips."
+               + (" A fine-tune's *steps* read `source + fine-tune (ft)` and its *train min* is the wall time of "
+                  "both runs added up (the parts in brackets), what it cost to reach its result: compare it at "
+                  "equal wall-clock with that sum." if any(r.get("init") for r in rows.values()) else "")]
     sections = [("Results", results)]
     if seeded:
         sections.append(("Seeds", [
@@ -217,7 +222,10 @@ def build_report(cfg: StudyConfig, out: Path, rows: Mapping[str, Mapping[str, An
                         f"checkpoint (EMA weights) samples {cfg.curve.clips} VALIDATION clips (set seed "
                         f"{VALIDATION.seed}, never the test clips) with {cfg.curve.steps} sampler steps, the system's "
                         "own sampling otherwise; mean over seeds +- SD over seeds. A trend, not a headline: few clips "
-                        "and few steps."]
+                        "and few steps."
+                        + (" A fine-tune's points are placed after its source's training: step = source steps + "
+                           "fine-tune steps, `train_seconds` = the source's training minutes + the fine-tune's "
+                           "seconds." if any(cfg.lineage(n) for n in curves) else "")]
         timed = []
         for system, runs in curves.items():
             rates = [p["train_seconds"] / int(step) for c in runs.values() for step, p in c["points"].items()
@@ -254,8 +262,11 @@ def build_report(cfg: StudyConfig, out: Path, rows: Mapping[str, Mapping[str, An
     for name, spec in cfg.systems.items():
         row = next(r for r in rows.values() if r["system"] == name)
         seeds = [run.seed for run in cfg.runs_of(name)]
+        dpo = spec.init_from and train_cfgs[cfg.runs_of(name)[0].name].diffusion.loss.contrastive == "dpo"
+        source = (f"starts from the final EMA weights of **{labels[spec.init_from]}**'s run of the same seed "
+                  f"(init_from{', also the frozen DPO reference' if dpo else ''}); " if spec.init_from else "")
         trained = (f"the runs of **{labels[spec.trained_as]}**" if spec.trained_as else
-                   f"{_overrides(spec.train)}; budget {cfg.budget_of(name).describe()}")
+                   f"{source}{_overrides(spec.train)}; budget {cfg.budget_text(name)}")
         seed_note = f"; seeds {', '.join(map(str, seeds))}" if seeds != [None] else ""
         recipes.append(f"- **{labels[name]}** (`{name}`): {trained}{seed_note}; sampling {_sampling(row)}")
     sections.append(("Recipes", recipes))

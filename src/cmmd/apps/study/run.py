@@ -123,7 +123,30 @@ def plan_training(cfg: StudyConfig, out: Path, resume: bool) -> dict[str, TrainP
             plans[name] = TrainPlan("resume")
         else:
             plans[name] = TrainPlan("train")
+    for run in cfg.runs():
+        _check_fine_tune(cfg, out, run, plans)
     return plans
+
+
+def _check_fine_tune(cfg: StudyConfig, out: Path, run: Run, plans: dict[str, TrainPlan]) -> None:
+    """Refuse a fine-tune's existing work (reused or resumed) whose source run will be trained
+    again, or that started from another step of the source than the source's final one."""
+    source = cfg.source_run(run.system, run.seed)
+    plan = plans[run.name]
+    if source is None or plan.action == "train":
+        return
+    where = out / "runs" / run.name
+    if plans[source.name].action != "reuse":
+        raise CmmdError(f"systems.{run.system}: {where} was fine-tuned from runs/{source.name}, which this study "
+                        f"would {plans[source.name].action}; its weights would change under the fine-tune: move "
+                        f"{where} aside or choose another --out")
+    started = (plan.done or {}).get("init", {}).get("step")
+    source_done = plans[source.name].done
+    assert source_done is not None  # a reused run has its record
+    final = source_done["steps"]
+    if started is not None and started != final:
+        raise CmmdError(f"systems.{run.system}: {where} was fine-tuned from step {started} of runs/{source.name}, "
+                        f"which now ends at step {final}; move {where} aside or choose another --out")
 
 
 # ----------------------------------------------------------------------------- data
@@ -150,6 +173,10 @@ def prepare_training_set(cfg: StudyConfig, out: Path, train_cfgs: dict[str, Trai
     codec = d.codec_spec()
     if codec is not None:
         encode_prepared_dataset(out / "prepared", load_video_codec(codec), progress=False)
+    for run in cfg.runs():
+        source = cfg.source_run(run.system, run.seed)
+        if source is not None:  # trained before the fine-tune starts; its folder exists now for init's check
+            (out / "runs" / source.name).mkdir(parents=True, exist_ok=True)
     for name, train_cfg in train_cfgs.items():
         try:
             check_config(train_cfg, 1)
@@ -280,13 +307,15 @@ def build_tasks(cfg: StudyConfig, out: Path, plans: dict[str, TrainPlan], train_
     trainings, so at most a few runs hold their curve checkpoints at once)."""
     logs = out / "logs"
     trains, gens, evals = [], [], []
-    for run in cfg.runs():
+    for run in cfg.runs():  # a fine-tune after its source (StudyConfig.runs)
         plan = plans[run.name]
         if plan.action != "reuse":
+            source = cfg.source_run(run.system, run.seed)
+            after = (f"train {source.name}",) if source is not None and plans[source.name].action != "reuse" else ()
             trains.append(Task(f"train {run.name}", train_system,
                                TrainJob(run.name, train_cfgs[run.name], cfg.budget_of(run.system),
                                         system_train_dict(cfg, run.system, run.seed), plan.action == "resume"),
-                               logs / f"train_{run.name}.log"))
+                               logs / f"train_{run.name}.log", after))
         if curve_clips is not None:
             after = (f"train {run.name}",) if plan.action != "reuse" else ()
             trains.append(Task(f"curve {run.name}", score_curve,
@@ -332,6 +361,34 @@ def _describe(task: Task, result: dict[str, Any]) -> str:
 # ----------------------------------------------------------------------------- the study
 
 
+def training_before(cfg: StudyConfig, run: Run, done: dict[str, dict[str, Any]]) -> dict[str, Any] | None:
+    """The training a fine-tune's run stands on (None for a run from scratch): its source run
+    and the steps and wall minutes of every run of its lineage (``done`` records), added up."""
+    source = cfg.source_run(run.system, run.seed)
+    if source is None:
+        return None
+    lineage, steps, minutes = [], 0, 0.0
+    current: Run | None = source
+    while current is not None:
+        lineage.append(current.name)
+        steps += done[current.name]["steps"]
+        minutes += done[current.name]["train_minutes"]
+        current = cfg.source_run(current.system, current.seed)
+    return {"run": source.name, "lineage": lineage, "steps": steps, "train_minutes": minutes}
+
+
+def after_source(curve: dict[str, Any], before: dict[str, Any] | None) -> dict[str, Any]:
+    """A fine-tune's curve on its lineage's axes: each point's step and ``train_seconds`` after the
+    source's (``before``: :func:`training_before`); a run from scratch's curve as it is."""
+    if before is None:
+        return curve
+    points = {str(int(step) + before["steps"]): {**point, **({"train_seconds": point["train_seconds"] +
+                                                              60 * before["train_minutes"]}
+                                                           if "train_seconds" in point else {})}
+              for step, point in curve["points"].items()}
+    return {**curve, "points": points, "missing": [step + before["steps"] for step in curve["missing"]]}
+
+
 def _own_metrics(metrics: dict[str, Any], mode: Mode) -> dict[str, Any]:
     """The metrics of ``mode`` outputs without the other direction's sync scores, which score the
     real half of the file (the v2a file's frames are the condition, not an output)."""
@@ -373,6 +430,7 @@ def run_study(cfg: StudyConfig, out: Path, resume: bool = False, command: str = 
     results = run_tasks(tasks, cfg.parallel, cfg.threads, Progress(say, _describe, started))
 
     done = {run.name: plans[run.name].done or results[f"train {run.name}"] for run in runs}
+    before = {run.name: training_before(cfg, run, done) for run in runs}
 
     def row(o: Output, label: str) -> dict[str, Any]:
         gen = {mode: results[o.key("generate", mode)] for mode in MODES}
@@ -380,6 +438,7 @@ def run_study(cfg: StudyConfig, out: Path, resume: bool = False, command: str = 
         trained = done[o.run.name]
         return {"system": o.system, "run": o.run.name, "seed": o.run.seed, "label": label,
                 "steps": trained["steps"], "train_minutes": trained["train_minutes"], "budget": trained["budget"],
+                "init": before[o.run.name],
                 "sampling": asdict(o.sampling), "known_level": {m: gen[m]["known_level"] for m in MODES},
                 "vocoder": cfg.systems[o.system].vocoder,
                 "sampling_seconds": {m: gen[m]["seconds_per_clip"] for m in MODES},
@@ -393,7 +452,8 @@ def run_study(cfg: StudyConfig, out: Path, resume: bool = False, command: str = 
 
     rows = {o.row_key: row(o, label(o)) for o in outputs}
     lambda_rows = [{**row(o, label(o)), "lambda": o.sampling.guidance_scale} for o in sweep_outputs]
-    curves = {name: {run.name: results[f"curve {run.name}"] for run in cfg.runs_of(name)}
+    curves = {name: {run.name: after_source(results[f"curve {run.name}"], before[run.name])
+                     for run in cfg.runs_of(name)}
               for name in cfg.systems if cfg.systems[name].trained_as is None} if curve_clips else {}
     real = results["evaluate real clips"]
     reference = {"label": "real clips", "metrics": {"v2a": real["metrics"], "a2v": real["metrics"]}}

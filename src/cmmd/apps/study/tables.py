@@ -259,6 +259,23 @@ def curve_table(curves: Mapping[str, Mapping[str, Any]], labels: Mapping[str, st
 # ----------------------------------------------------------------------------- tables
 
 
+def steps_cell(row: Mapping[str, Any]) -> str:
+    """A row's training steps: ``800``, or for a fine-tune ``800 + 200 ft`` (the steps of the
+    runs it starts from, then its own)."""
+    init = row.get("init")
+    return str(row["steps"]) if not init else f"{init['steps']} + {row['steps']} ft"
+
+
+def minutes_cell(row: Mapping[str, Any]) -> str:
+    """A row's training wall minutes: its run's, or for a fine-tune the sum with the runs it
+    starts from, the parts in brackets (``12.0 (10.0 + 2.0)``)."""
+    init = row.get("init")
+    if not init:
+        return f"{row['train_minutes']:.1f}"
+    return (f"{init['train_minutes'] + row['train_minutes']:.1f} "
+            f"({init['train_minutes']:.1f} + {row['train_minutes']:.1f})")
+
+
 def main_table(rows: Mapping[str, Mapping[str, Any]], reference: Mapping[str, Any] | None) -> list[str]:
     """One row per system (and the real clips as the detector's ceiling)."""
     all_rows = list(rows.values())
@@ -273,7 +290,7 @@ def main_table(rows: Mapping[str, Mapping[str, Any]], reference: Mapping[str, An
                       fmt(metric(row, "v2a", "sync_v2a_class_accuracy"), True, ci=False),
                       fmt(metric(row, "v2a", "beat_hit_rate_100ms"), True, ci=False),
                       fmt(metric(row, "v2a", fad), False), fmt(f1_a, True), chance(f1_a),
-                      fmt(metric(row, "a2v", fvd), False), str(row["steps"]), f"{row['train_minutes']:.1f}",
+                      fmt(metric(row, "a2v", fvd), False), steps_cell(row), minutes_cell(row),
                       f"{row['sampling_seconds']['v2a']:.2f} / {row['sampling_seconds']['a2v']:.2f}"))
     if reference is not None:
         f1_v, f1_a = metric(reference, "v2a", "sync_v2a_f1"), metric(reference, "a2v", "sync_a2v_f1")

@@ -73,18 +73,25 @@ def _checkpoint_time(checkpoint: Path) -> float:
 
 
 def train_system(job: TrainJob) -> dict[str, Any]:
-    """Train until the budget is spent; write ``study_done.json`` (steps reached, wall minutes).
+    """Train until the budget is spent; write ``study_done.json`` (steps reached, wall minutes;
+    for a fine-tune, ``init``: the weights it started from and their step).
 
     Wall time is counted over segments: a resumed run keeps the time up to its last checkpoint
-    (the work after it was lost) and gets the rest of a minutes budget.
+    (the work after it was lost) and gets the rest of a minutes budget. A fine-tune records its
+    ``init`` when it starts and keeps that record when resumed (training ignores ``init`` then).
     """
     from cmmd.checkpoint import latest_checkpoint, read_info
     from cmmd.train.loop import train
 
     run_dir = Path(job.config.out_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    write_json(run_dir / SYSTEM_FILE, {"identity": job.identity})
     checkpoint = latest_checkpoint(run_dir) if job.resume else None
+    init = None
+    if checkpoint is not None:
+        init = (read_json(run_dir / SYSTEM_FILE) or {}).get("init")
+    elif job.config.init:
+        init = {"path": job.config.init, "step": read_info(Path(job.config.init)).step}
+    write_json(run_dir / SYSTEM_FILE, {"identity": job.identity, **({"init": init} if init else {})})
     start_step = read_info(checkpoint).step if checkpoint is not None else 0
     segments: list[dict[str, Any]] = (read_json(run_dir / SEGMENTS) or []) if checkpoint is not None else []
     if segments and segments[-1].get("end") is None:  # the segment that was interrupted
@@ -112,7 +119,8 @@ def train_system(job: TrainJob) -> dict[str, Any]:
         raise CmmdError(f"training of {job.system} stopped at step {step} before its budget "
                         f"({job.budget.describe()}); run the study again with --resume to continue it")
     done = {"system": job.system, "steps": step, "train_minutes": minutes, "budget": asdict(job.budget),
-            "batch_size": cfg.batch_size, "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+            "batch_size": cfg.batch_size, "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            **({"init": init} if init else {})}
     write_json(run_dir / DONE, done)
     return done
 
