@@ -39,12 +39,20 @@ def checkpoints(run: Path, steps: list[int] | None) -> list[tuple[int, Path]]:
 
 
 def train_seconds(run: Path) -> dict[int, float]:
-    """Training seconds at each logged step (``RUN/log.csv``)."""
+    """Training seconds at each logged step (``RUN/log.csv``), summed over invocations: a resumed
+    run's log restarts its clock, which is continued from the last row before the restart."""
     log = run / "log.csv"
     if not log.is_file():
         return {}
+    out, offset, last = {}, 0.0, 0.0
     with log.open() as f:
-        return {int(r["step"]): float(r["seconds"]) for r in csv.DictReader(f)}
+        for r in csv.DictReader(f):
+            seconds = float(r["seconds"])
+            if seconds + offset < last:
+                offset = last
+            last = seconds + offset
+            out[int(r["step"])] = last
+    return out
 
 
 def cmmd(*args: str) -> None:
