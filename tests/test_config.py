@@ -210,3 +210,9 @@ def test_vocoder_presets_and_cli_flags(tmp_path: Path) -> None:
     argv = ["vocoder", "train", "a", "--out", "r", "--generator", "wavenet"]
     with pytest.raises(ConfigError, match=r"generator: expected one of \['melgan', 'hifigan-v1'\], got 'wavenet'"):
         vocoder_command.config_from_args(build_parser(argv).parse_args(argv))
+
+
+def test_mmdiffusion_memorize_config_is_the_study_baseline_on_waveforms() -> None:
+    cfg = load_config(TrainConfig, CONFIGS / "mmdiffusion_memorize_cpu.yaml")
+    assert cfg.model.preset == "mmdiffusion-tiny" and cfg.data.audio == "wave"
+    assert cfg.diffusion.loss.prediction == "eps" and cfg.diffusion.schedule == "linear"
