@@ -15,9 +15,9 @@ from cmmd.eval.beats import MIN_SECONDS, hit_rates, track_beats
 from cmmd.eval.cache import cached
 from cmmd.eval.entries import item_metric, shuffled_comparison
 from cmmd.eval.features import FeatureCache
-from cmmd.eval.inputs import MediaFiles, progress_bar, with_file
+from cmmd.eval.inputs import MediaFiles, with_file
 from cmmd.eval.pairing import Pairing
-from cmmd.eval.sync.score import shuffled_partners
+from cmmd.eval.stages.shuffled import own_and_shuffled
 
 
 class _LazyAudio:
@@ -59,14 +59,7 @@ def beat_metrics(pairing: Pairing, files: MediaFiles, cache: FeatureCache, show:
         return cached(cache, "beats", files.digest(path), config, track)["times"]
 
     names = list(pairing.names)
-    ref: dict[str, np.ndarray] = {}
-    gen: dict[str, list[np.ndarray]] = {}
-    for name in progress_bar(names, "beat tracking", show):
-        ref[name] = beats(pairing.reference[name])
-        gen[name] = [beats(p) for p in pairing.generated[name]]
-    partner = shuffled_partners(names, s.seed)
-    pairs = {n: [hit_rates(g, ref[n]) for g in gen[n]] for n in names}
-    shuffled = {n: [hit_rates(g, ref[partner[n]]) for g in gen[n]] for n in partner}
+    gen, pairs, shuffled = own_and_shuffled(pairing, beats, hit_rates, s.seed, "beat tracking", show)
     sidecar_pairs = {}
     for name in names:
         meta = pairing.sidecars.get(name)

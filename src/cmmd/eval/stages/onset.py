@@ -12,10 +12,11 @@ import numpy as np
 from cmmd.eval.cache import cached
 from cmmd.eval.entries import item_metric, shuffled_comparison
 from cmmd.eval.features import FeatureCache
-from cmmd.eval.inputs import MediaFiles, progress_bar, with_file
+from cmmd.eval.inputs import MediaFiles, with_file
 from cmmd.eval.onsets import DETECTOR, detect_onsets
 from cmmd.eval.pairing import Pairing
-from cmmd.eval.sync.score import event_sync_metrics, shuffled_partners
+from cmmd.eval.stages.shuffled import own_and_shuffled
+from cmmd.eval.sync.score import event_sync_metrics
 
 ONSET_KEYS = ("f1", "precision", "recall")
 
@@ -38,15 +39,9 @@ def onset_metrics(pairing: Pairing, files: MediaFiles, cache: FeatureCache, show
         return cached(cache, "onsets", files.digest(path), config, compute)["times"]
 
     names = list(pairing.names)
-    ref: dict[str, np.ndarray] = {}
-    gen: dict[str, list[np.ndarray]] = {}
-    for name in progress_bar(names, "onset detection", show):
-        ref[name] = onsets(pairing.reference[name])
-        gen[name] = [onsets(p) for p in pairing.generated[name]]
-    partner = shuffled_partners(names, s.seed)
     tol = s.sync_tolerance
-    own = {n: [event_sync_metrics(g, ref[n], tol) for g in gen[n]] for n in names}
-    shuffled = {n: [event_sync_metrics(g, ref[partner[n]], tol) for g in gen[n]] for n in partner}
+    _, own, shuffled = own_and_shuffled(pairing, onsets, lambda g, r: event_sync_metrics(g, r, tol), s.seed,
+                                        "onset detection", show)
     out = {}
     for key in ONSET_KEYS:
         values = {n: [r[key] for r in rows] for n, rows in own.items()}
