@@ -35,7 +35,9 @@ from pathlib import Path
 import av
 import numpy as np
 
-from cmmd.data.media import VIDEO_SUFFIXES
+# Media I/O conventions shared with read_media (same package): grid slack, audio jitter, errors.
+from cmmd.data.media import (_AUDIO_JITTER_SECONDS, _TIME_EPS, VIDEO_SUFFIXES, _AvError, _frame_seconds, _reason,
+                             _stream_start)
 from cmmd.errors import CmmdError
 
 MANIFEST = "segments.json"
@@ -44,9 +46,6 @@ DEFAULT_MAX_SIZE = 256
 # encodes of the same frames in one process differed in one packet (mbtree=0: 150 of 150 identical).
 _VIDEO_OPTIONS = {"crf": "18", "preset": "fast", "threads": "1", "x264-params": "mbtree=0"}
 _AUDIO_BIT_RATE = 128_000
-_TIME_EPS = 1e-6  # a frame exactly on an output grid time counts as at or before it
-_AUDIO_JITTER_SECONDS = 0.002  # timestamp disagreements below this are container rounding, not gaps
-_AvError = (av.FFmpegError, OSError, EOFError, ValueError, RuntimeError)
 
 
 @dataclass(frozen=True)
@@ -155,12 +154,6 @@ def cut_folder(src: Path, dest: Path, seconds: float, max_size: int = DEFAULT_MA
     return result
 
 
-def _reason(exc: BaseException) -> str:
-    """A one-line reason from a PyAV/OS error."""
-    text = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
-    return " ".join(str(text).split())
-
-
 def _place(target: Path, data: bytes, overwrite: bool) -> bool:
     """Write ``data`` to ``target`` unless it already holds exactly that; returns whether it wrote.
     Other existing content is an error unless ``overwrite``."""
@@ -207,7 +200,7 @@ def _cut_file(container: av.container.InputContainer, path: Path, dest: Path, se
     vstream.thread_type = "AUTO"  # decoding is bit-exact whatever the thread count
     timeline = _Timeline(seconds, rate, aac_sample_rate(astream.codec_context.sample_rate), max_size,
                          vstream.sample_aspect_ratio or vstream.codec_context.sample_aspect_ratio,
-                         _stream_start(vstream))
+                         None if (start := _stream_start(vstream)) is None else float(start))
 
     def write_ready(at_end: bool = False) -> None:
         for index, frames, audio in timeline.ready(at_end):
@@ -253,13 +246,6 @@ def aac_sample_rate(sample_rate: int) -> int:
     """The source's sample rate when the AAC encoder takes it, else the next higher rate it takes."""
     rates = sorted(av.Codec("aac", "w").audio_rates or (sample_rate,))
     return next((r for r in rates if r >= sample_rate), rates[-1])
-
-
-def _stream_start(stream: av.stream.Stream) -> float | None:
-    """A stream's declared start in seconds, or None when the container does not say."""
-    if stream.start_time is None or stream.time_base is None:
-        return None
-    return float(stream.start_time * stream.time_base)
 
 
 def output_size(width: float, height: float, max_size: int) -> tuple[int, int]:
@@ -435,13 +421,6 @@ class _Timeline:
         if at_end:
             self.frames.clear()
             self.audio.clear()
-
-
-def _frame_seconds(frame: av.VideoFrame) -> float | None:
-    """A frame's own duration in seconds when the container records it."""
-    if frame.duration and frame.time_base is not None:
-        return float(frame.duration * frame.time_base)
-    return None
 
 
 def _encode(path: Path, frames: list[np.ndarray], audio: np.ndarray, rate: Fraction, sample_rate: int) -> None:
