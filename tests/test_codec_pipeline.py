@@ -293,3 +293,19 @@ def test_generate_cli_codec_and_vocoder_flags(latent_run: Path, vae_spec: str, t
     assert read_media(out / "joint_0000.mp4").frames.shape == (8, 16, 16, 3)
     assert main(["generate", str(latent_run), "--mode", "joint", "--codec", "pixel", "--out", str(out)]) == 2
     assert "video codec mismatch" in capsys.readouterr().err
+
+
+def test_a_run_on_the_shipped_vae_finds_this_installs_copy_when_its_checkout_is_gone(tmp_path: Path) -> None:
+    """A run trained on ``demo-vae`` latents under another checkout (its recorded VAE path gone, no
+    copy beside it) loads this install's shipped VAE, whose digest must be the recorded one."""
+    from cmmd.assets import DEMO_VAE
+
+    moved = with_codec_spec(DEMO_CHECKPOINT, tmp_path / "run" / "model.safetensors",
+                            f"cmmd-vae:/removed/checkout/src/cmmd/assets/{DEMO_VAE.name}")
+    assert not (moved.parent / DEMO_VAE.name).exists()
+    pipe = Pipeline.from_checkpoint(moved)
+    assert pipe.codec.weights == load_video_codec(f"cmmd-vae:{DEMO_VAE}").weights
+    other_name = with_codec_spec(DEMO_CHECKPOINT, tmp_path / "other" / "model.safetensors",
+                                 "cmmd-vae:/removed/checkout/my-vae.safetensors")
+    with pytest.raises(CmmdError, match=r"nor beside the checkpoint"):
+        Pipeline.from_checkpoint(other_name)

@@ -17,6 +17,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
+from cmmd.assets import DEMO_VAE
 from cmmd.audio.mel import MelStats, log_mel, recorded_mel
 from cmmd.audio.vocoders import GriffinLim, Vocoder, load_vocoder
 from cmmd.config import from_dict
@@ -93,8 +94,9 @@ def recorded_codec(extra: dict[str, Any], device: torch.device | str = "cpu",
     """The video codec a checkpoint's ``extra`` records: pixel (also for old checkpoints that stored
     ``"pixel"``), or a latent codec loaded from its recorded spec when its weights are still there,
     else from a file of the same name beside ``checkpoint`` (how a checkpoint ships with its VAE,
-    e.g. the demo's in :mod:`cmmd.assets`). Either way :meth:`VideoCodec.check_compatible` then
-    compares the weights' digest with the record."""
+    e.g. the demo's in :mod:`cmmd.assets`), else, for the shipped VAE's file name, from this
+    install's copy (a run trained on ``demo-vae`` latents under another checkout or venv). Either
+    way :meth:`VideoCodec.check_compatible` then compares the weights' digest with the record."""
     record = extra.get("codec", "pixel")
     record = {"name": record} if isinstance(record, str) else record
     if record.get("name") == "pixel":
@@ -106,6 +108,8 @@ def recorded_codec(extra: dict[str, Any], device: torch.device | str = "cpu",
     beside = Path(checkpoint).parent / Path(weights).name if checkpoint is not None and weights else None
     if beside is not None and beside.exists():
         return load_video_codec(f"{name}:{beside}", device)
+    if weights and Path(weights).name == DEMO_VAE.name and DEMO_VAE.exists():
+        return load_video_codec(f"{name}:{DEMO_VAE}", device)
     where = f" nor beside the checkpoint ({beside})" if beside is not None else ""
     raise CmmdError(f"the model was trained on {record.get('name')} latents (codec spec {spec!r}) whose weights "
                     f"are not at that path here{where}; pass the codec: --codec {record.get('name')}:<path> "
