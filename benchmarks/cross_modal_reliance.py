@@ -7,7 +7,8 @@ partner (noised with the same noise). ``ratio = error(mismatched) / error(matche
 prediction ignores the partner; above 1, the network reads the partner to denoise. A model that
 cannot condition one modality on the other by replacement shows ratios near 1 at the levels where
 the partner still carries timing (low and middle noise). Errors are in x0 space, so eps- and
-v-prediction models compare. Usage::
+v-prediction models compare; schedules differ in signal at the same t / T, so each row also gives
+its alpha-bar (the signal fraction). Usage::
 
     python benchmarks/cross_modal_reliance.py LABEL=RUN [LABEL=RUN ...] --clips DIR [--levels 0.1,0.3,0.5,0.7]
 """
@@ -74,8 +75,8 @@ def main() -> None:
     parser.add_argument("--draws", type=int, default=4)
     args = parser.parse_args()
     names = sorted(p.stem for p in args.clips.glob("*.mp4"))
-    rows = ["| system | level (t / T) | audio x0 MSE own | audio, other's video | audio ratio "
-            "| video x0 MSE own | video, other's audio | video ratio |", "|---|---|---|---|---|---|---|---|"]
+    rows = ["| system | level (t / T) | alpha-bar | audio x0 MSE own | audio, other's video | audio ratio "
+            "| video x0 MSE own | video, other's audio | video ratio |", "|---|---|---|---|---|---|---|---|---|"]
     for label, run in (s.split("=", 1) for s in args.systems):
         pipe = Pipeline.from_checkpoint(run)
         clips = read_clips(args.clips, names, pipe.fps, pipe.sample_rate, pipe.size)
@@ -89,7 +90,8 @@ def main() -> None:
             level = int(round(frac * (steps - 1)))
             r = reliance(pipe.model, pipe.schedule, pipe.config.diffusion.loss.prediction, video0, audio0, level,
                          args.draws)
-            rows.append(f"| {label} | {frac:.2f} | {r['audio_own']:.4g} | {r['audio_other']:.4g} | "
+            alpha_bar = float(pipe.schedule.alpha_bar_at(torch.tensor([float(level)]))[0])
+            rows.append(f"| {label} | {frac:.2f} | {alpha_bar:.3g} | {r['audio_own']:.4g} | {r['audio_other']:.4g} | "
                         f"{r['audio_ratio']:.3f} | {r['video_own']:.4g} | {r['video_other']:.4g} | "
                         f"{r['video_ratio']:.3f} |")
             print(rows[-1], flush=True)
