@@ -3,10 +3,7 @@ exactly, one that reads its audio off the video scores far above 1 for audio and
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from collections.abc import Iterator
-from pathlib import Path
 from types import ModuleType
 
 import pytest
@@ -15,19 +12,11 @@ from torch import nn
 
 from cmmd.diffusion.parameterization import eps_from_x0
 from cmmd.diffusion.schedules import make_schedule
-
-BENCHMARK = Path(__file__).resolve().parents[1] / "benchmarks" / "cross_modal_reliance.py"
-
+from conftest import load_benchmark
 
 @pytest.fixture(scope="module")
 def bench() -> Iterator[ModuleType]:
-    spec = importlib.util.spec_from_file_location("cross_modal_reliance", BENCHMARK)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["cross_modal_reliance"] = module
-    spec.loader.exec_module(module)
-    yield module
-    sys.modules.pop("cross_modal_reliance", None)
+    yield from load_benchmark("cross_modal_reliance")
 
 
 SCHEDULE = make_schedule("cosine", 1000)

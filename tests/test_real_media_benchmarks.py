@@ -4,8 +4,6 @@ the learning curve (``benchmarks/real_media_curve.py``) sums training time over 
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
@@ -14,28 +12,16 @@ import numpy as np
 import pytest
 
 from cmmd.eval.onsets import detect_onsets
-
-BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
-
-
-def _load(name: str) -> Iterator[ModuleType]:
-    spec = importlib.util.spec_from_file_location(name, BENCHMARKS / f"{name}.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    yield module
-    sys.modules.pop(name, None)
-
+from conftest import load_benchmark
 
 @pytest.fixture(scope="module")
 def cues() -> Iterator[ModuleType]:
-    yield from _load("visual_onset_cues")
+    yield from load_benchmark("visual_onset_cues")
 
 
 @pytest.fixture(scope="module")
 def curve() -> Iterator[ModuleType]:
-    yield from _load("real_media_curve")
+    yield from load_benchmark("real_media_curve")
 
 
 def test_cues_are_at_the_flashes_and_the_clicks_are_heard_there(cues: ModuleType) -> None:

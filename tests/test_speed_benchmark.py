@@ -6,12 +6,9 @@ each benchmark row (``benchmarks/speed_cmmd_vs_mmdiffusion.py``, its own ``Runne
 
 from __future__ import annotations
 
-import importlib.util
 import math
-import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
 from types import ModuleType
 from typing import Any
 
@@ -20,20 +17,14 @@ import torch
 
 from cmmd.data.negatives import NegativeConfig
 from cmmd.diffusion import DiffusionLossConfig
+from conftest import load_benchmark
 
-BENCHMARK = Path(__file__).resolve().parents[1] / "benchmarks" / "speed_cmmd_vs_mmdiffusion.py"
 BATCH = 4
 
 
 @pytest.fixture(scope="module")
 def bench() -> Iterator[ModuleType]:
-    spec = importlib.util.spec_from_file_location("speed_benchmark", BENCHMARK)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses resolve their module by name
-    spec.loader.exec_module(module)
-    yield module
-    sys.modules.pop(spec.name, None)
+    yield from load_benchmark("speed_cmmd_vs_mmdiffusion")
 
 
 def _expected_rows(scheme: Any, batch: int) -> int:
