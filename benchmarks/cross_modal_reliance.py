@@ -40,7 +40,8 @@ def reliance(model: torch.nn.Module, schedule: Schedule, prediction: str, video0
 
     ``video0`` (B, T, C, H, W), ``audio0`` (B, M, L) clean model tensors. Returns ``audio_own``,
     ``audio_other``, ``video_own``, ``video_other`` and the two ratios ``audio_ratio`` and
-    ``video_ratio`` (other / own), averaged over ``draws`` noise draws and the clips.
+    ``video_ratio`` (other / own), averaged over ``draws`` noise draws and the clips, and the
+    level's ``alpha_bar``.
     """
     gen = torch.Generator().manual_seed(seed)
     perm = derangement(video0.shape[0])
@@ -51,18 +52,20 @@ def reliance(model: torch.nn.Module, schedule: Schedule, prediction: str, video0
         eps_v = torch.randn(video0.shape, generator=gen)
         eps_a = torch.randn(audio0.shape, generator=gen)
         video_n, audio_n = q_sample(video0, eps_v, ab), q_sample(audio0, eps_a, ab)
-        for tag, idx in (("own", torch.arange(len(perm))), ("other", perm)):
-            # "other": clip i's audio beside clip perm[i]'s noised video, and clip i's video beside
-            # clip perm[i]'s noised audio; each error is scored against clip i's own clean signal.
-            _, out_a = model(video_n[idx], audio_n, n, n)
-            x0_a = x0_from_prediction(prediction, audio_n, out_a.float(), ab)
+        # own: one pass gives both modalities; other: clip i's audio beside clip perm[i]'s noised
+        # video, and clip i's video beside clip perm[i]'s noised audio. Errors are against clip i.
+        out_v, out_a = model(video_n, audio_n, n, n)
+        _, other_a = model(video_n[perm], audio_n, n, n)
+        other_v, _ = model(video_n, audio_n[perm], n, n)
+        for tag, v, a in (("own", out_v, out_a), ("other", other_v, other_a)):
+            x0_a = x0_from_prediction(prediction, audio_n, a.float(), ab)
+            x0_v = x0_from_prediction(prediction, video_n, v.float(), ab)
             sums[f"audio_{tag}"] += float((x0_a - audio0).pow(2).mean())
-            out_v, _ = model(video_n, audio_n[idx], n, n)
-            x0_v = x0_from_prediction(prediction, video_n, out_v.float(), ab)
             sums[f"video_{tag}"] += float((x0_v - video0).pow(2).mean())
     res = {k: v / draws for k, v in sums.items()}
     res["audio_ratio"] = res["audio_other"] / res["audio_own"]
     res["video_ratio"] = res["video_other"] / res["video_own"]
+    res["alpha_bar"] = float(ab[0])
     return res
 
 
@@ -81,17 +84,13 @@ def main() -> None:
         pipe = Pipeline.from_checkpoint(run)
         clips = read_clips(args.clips, names, pipe.fps, pipe.sample_rate, pipe.size)
         video0 = pipe.encode_video(clips.frames)
-        num_frames = video0.shape[1]
-        length = (int(round(num_frames * pipe.sample_rate / pipe.fps)) if pipe.audio_is_wave
-                  else pipe.audio_frames_for(num_frames))  # as Pipeline.generate shapes its audio
-        audio0 = pipe.encode_audio(clips.waves)[..., :length]
+        audio0 = pipe.encode_audio(clips.waves)[..., :pipe.audio_length_for(video0.shape[1])]
         steps = pipe.schedule.num_steps
         for frac in (float(x) for x in args.levels.split(",")):
             level = int(round(frac * (steps - 1)))
             r = reliance(pipe.model, pipe.schedule, pipe.config.diffusion.loss.prediction, video0, audio0, level,
                          args.draws)
-            alpha_bar = float(pipe.schedule.alpha_bar_at(torch.tensor([float(level)]))[0])
-            rows.append(f"| {label} | {frac:.2f} | {alpha_bar:.3g} | {r['audio_own']:.4g} | {r['audio_other']:.4g} | "
+            rows.append(f"| {label} | {frac:.2f} | {r['alpha_bar']:.3g} | {r['audio_own']:.4g} | {r['audio_other']:.4g} | "
                         f"{r['audio_ratio']:.3f} | {r['video_own']:.4g} | {r['video_other']:.4g} | "
                         f"{r['video_ratio']:.3f} |")
             print(rows[-1], flush=True)

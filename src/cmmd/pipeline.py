@@ -185,6 +185,12 @@ class Pipeline:
         """Mel frames matching ``num_frames`` video frames (same duration, our framing)."""
         return int(round(num_frames * self.sample_rate / self.fps)) // HOP
 
+    def audio_length_for(self, num_frames: int) -> int:
+        """Length of the model's audio tensor for ``num_frames`` video frames: samples for
+        waveform models, mel frames otherwise."""
+        samples = int(round(num_frames * self.sample_rate / self.fps))
+        return samples if self.audio_is_wave else samples // HOP
+
     def encode_video(self, frames: np.ndarray) -> torch.Tensor:
         """uint8 (B, T, H, W, 3) at the model's size -> model video tensor (B, T, C, H / d, W / d)
         through the codec (``d`` its downsampling)."""
@@ -275,10 +281,8 @@ class Pipeline:
             num_frames = self.config.data.clip_frames
         assert num_frames is not None
         video_shape = (batch, num_frames, *self.codec.latent_shape(self.size, self.size))
-        if self.audio_is_wave:
-            audio_shape = (batch, 1, int(round(num_frames * self.sample_rate / self.fps)))
-        else:
-            audio_shape = (batch, self.mel_stats.mean.numel(), self.audio_frames_for(num_frames))
+        channels = 1 if self.audio_is_wave else self.mel_stats.mean.numel()
+        audio_shape = (batch, channels, self.audio_length_for(num_frames))
         if audio0 is not None and audio0.shape[-1] != audio_shape[-1]:
             audio0 = audio0[..., : audio_shape[-1]]
         known_level = settings.known_level
