@@ -77,6 +77,24 @@ def test_dpo_config_loads_with_its_control_and_only_the_systems_it_needs() -> No
     assert train_config(cfg, cfg.runs()[0], Path("OUT")) == train_config(base, base.runs()[0], Path("OUT"))
 
 
+def test_plateau_config_continues_ncmmd_with_and_without_the_contrastive_loss_at_equal_steps_and_time() -> None:
+    cfg = load_study_config(CONFIGS / "study_sync_plateau_cpu.yaml")
+    dpo = load_study_config(CONFIGS / "study_sync_dpo_cpu.yaml")
+    assert list(cfg.systems) == ["ncmmd", "ncmmd-ft-long", "cmmd-ft-long", "ncmmd-ft-xlong"]
+    plain, cmmd, xlong = (train_config(cfg, cfg.runs_of(name)[1], Path("OUT")) for name in list(cfg.systems)[1:])
+    # The DPO study's equal-time control is reused as it is: the same identity as there.
+    assert plain == train_config(dpo, dpo.runs_of("ncmmd-ft-long")[1], Path("OUT"))
+    assert plain.init == cmmd.init == xlong.init == str(Path("OUT") / "runs" / "ncmmd-seed1")
+    assert (plain.diffusion.loss.contrastive, cmmd.diffusion.loss.contrastive, xlong.diffusion.loss.contrastive) == \
+        ("none", "paper", "none") and cmmd.diffusion.loss.eta == 1.0e-4
+    assert plain.optim == cmmd.optim == xlong.optim and plain.optim.lr_schedule == "constant"
+    assert plain.negatives == cmmd.negatives and cmmd.steps == plain.steps
+    # Equal wall-clock: a CMMD step measured at 2.48x a plain one (the config's header).
+    assert xlong.steps == 2.5 * cmmd.steps
+    assert cfg.compare == [("cmmd-ft-long", "ncmmd-ft-long"), ("cmmd-ft-long", "ncmmd-ft-xlong"),
+                           ("ncmmd-ft-xlong", "ncmmd-ft-long")]
+
+
 @pytest.mark.parametrize(("system", "overrides", "message"), [
     ({"init_from": "nope"}, [], r"systems\.x\.init_from: 'nope' is not a system that trains"),
     ({"init_from": "x"}, [], r"systems\.x\.init_from: x cannot start from its own runs"),

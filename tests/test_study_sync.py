@@ -154,6 +154,15 @@ def test_sync_study_configs_load() -> None:
     assert guided.systems["ncmmd-syncguide"].sampling.sync_guidance == 1.0
     infonce = load_study_config(CONFIGS / "study_sync_infonce_cpu.yaml")
     assert {r.name for r in infonce.runs()} == {r.name for r in cpu.runs()} | {f"infonce-seed{k}" for k in (0, 1, 2)}
+    # The CPU recipe on the other scenes: same base, budget, seeds and negatives, only the data differ.
+    for name, scene, objects, systems in (("study_sync_dance_cpu.yaml", "dance", 1, ["ncmmd", "cmmd", "cmmd-bounded"]),
+                                          ("study_sync_impacts4_cpu.yaml", "impacts", 4, ["ncmmd", "cmmd"])):
+        other = load_study_config(CONFIGS / name)
+        assert (other.data.scene, other.data.objects, other.data.tempo_changes) == (scene, objects, scene == "dance")
+        assert other.base == cpu.base and other.budget == cpu.budget and other.seeds == cpu.seeds
+        assert list(other.systems) == systems and other.out != cpu.out
+        assert all(other.systems[n].train == cpu.systems[n].train for n in systems)
+        assert ("cmmd", "ncmmd") in other.compare
 
 
 def test_micro_sync_study_end_to_end(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
