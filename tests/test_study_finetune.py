@@ -93,6 +93,14 @@ def test_plateau_config_continues_ncmmd_with_and_without_the_contrastive_loss_at
     assert xlong.steps == 2.5 * cmmd.steps
     assert cfg.compare == [("cmmd-ft-long", "ncmmd-ft-long"), ("cmmd-ft-long", "ncmmd-ft-xlong"),
                            ("ncmmd-ft-xlong", "ncmmd-ft-long")]
+    # Its continuation: CMMD carried on from cmmd-ft-long to ncmmd-ft-xlong's 3,200 steps, in the same folder.
+    longer = load_study_config(CONFIGS / "study_sync_plateau_long_cpu.yaml")
+    assert longer.out == cfg.out and [r for r in longer.runs() if r.system != "cmmd-ft-xlong"] == cfg.runs()
+    more = train_config(longer, longer.runs_of("cmmd-ft-xlong")[1], Path("OUT"))
+    assert more.init == str(Path("OUT") / "runs" / "cmmd-ft-long-seed1") and cmmd.steps + more.steps == xlong.steps
+    assert (more.diffusion, more.optim, more.negatives) == (cmmd.diffusion, cmmd.optim, cmmd.negatives)
+    assert longer.budget_text("cmmd-ft-xlong") == "800 steps + 1280 steps fine-tune + 1920 steps fine-tune"
+    assert longer.compare[:3] == cfg.compare and longer.compare[3] == ("cmmd-ft-xlong", "ncmmd-ft-xlong")
 
 
 @pytest.mark.parametrize(("system", "overrides", "message"), [
