@@ -161,7 +161,7 @@ def test_windowed_lengths_are_exact_for_odd_lengths(random_pipe: Pipeline, secon
     frames, samples = len(clip.frames), len(clip.audio) - 123  # an odd number of audio samples
     settings = SamplingSettings(steps=2, window=0.7, overlap=0.3)
     v2a = random_pipe.generate("v2a", settings, frames=clip.frames[None])
-    mel_frames = random_pipe.audio_frames_for(frames)
+    mel_frames = random_pipe.audio_length_for(frames)
     assert v2a.frames.shape == (1, frames, 16, 16, 3) and v2a.mel.shape == (1, 80, mel_frames)
     assert v2a.wave.shape == (1, mel_frames * 256)
     np.testing.assert_array_equal(v2a.frames[0], clip.frames)

@@ -181,13 +181,9 @@ class Pipeline:
                    codec, vocoder)
 
     # -- media <-> model tensors ------------------------------------------------------------
-    def audio_frames_for(self, num_frames: int) -> int:
-        """Mel frames matching ``num_frames`` video frames (same duration, our framing)."""
-        return int(round(num_frames * self.sample_rate / self.fps)) // HOP
-
     def audio_length_for(self, num_frames: int) -> int:
-        """Length of the model's audio tensor for ``num_frames`` video frames: samples for
-        waveform models, mel frames otherwise."""
+        """Length of the model's audio tensor for ``num_frames`` video frames (same duration):
+        samples for waveform models, mel frames (our framing) otherwise."""
         samples = int(round(num_frames * self.sample_rate / self.fps))
         return samples if self.audio_is_wave else samples // HOP
 
