@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import pytest
@@ -179,6 +180,31 @@ def test_shift_changes_between_passes_and_is_reproducible() -> None:
     assert any(not torch.equal(first[0], other[0]) for other in more)
     assert any(not torch.equal(first[1], other[1]) for other in more)
     assert torch.equal(seeded[0][0], seeded[1][0]) and torch.equal(seeded[0][1], seeded[1][1])
+
+
+def test_without_random_shift_every_window_starts_at_its_own_frame() -> None:
+    """rsmma_random_shift=False (the ablation): windowed blocks use s = 0, so passes no longer
+    depend on the RNG, and in a 1-frame window a change to the last frame's audio reaches the
+    last frame's video and no other."""
+    torch.manual_seed(0)
+    aligned = _perturbed(MMDiffusionUNet(dataclasses.replace(SMALL, rsmma_random_shift=False))).eval()
+    windowed = [m for m in aligned.modules() if isinstance(m, RSMMA) and m.window is not None]
+    assert windowed and not any(m.random_shift for m in windowed)
+    video, audio, t = _inputs(6, 6 * 400, size=8)
+    with torch.no_grad():
+        torch.manual_seed(1)
+        first = aligned(video, audio, t)
+        torch.manual_seed(2)
+        second = aligned(video, audio, t)
+    assert torch.equal(first[0], second[0]) and torch.equal(first[1], second[1])
+
+    block = RSMMA(8, 8, 1, False, 4)
+    _perturbed(block)
+    v, a = torch.randn(6, 8, 4, 4), torch.randn(1, 8, 60)
+    a_late = a.clone()  # the last frame's 10 tokens, channels swapped within their GroupNorm pairs (same statistics)
+    a_late[:, :, 50:] = a[:, [1, 0, 3, 2, 5, 4, 7, 6], 50:]
+    out, out_late = block(v, a, 6, 60.0, (4, 4))[0], block(v, a_late, 6, 60.0, (4, 4))[0]
+    assert torch.allclose(out[:5], out_late[:5], atol=1e-6) and (out[5] - out_late[5]).abs().max() > 1e-2
 
 
 def test_outputs_are_zero_at_init_and_rsmma_blocks_are_identities() -> None:

@@ -66,6 +66,9 @@ class MMDiffusionConfig:
     video_attention_downsampling: video downsampling factors (``video_downsample ** level``)
         with spatial-then-temporal video self-attention.
     rsmma_downsampling / rsmma_windows: where RS-MMA runs and its window in frames there.
+    rsmma_random_shift: draw the windows' shift per pass, as theirs (True); False fixes ``s = 0``,
+        so frame ``i`` reads only its own audio: an ablation of the one part of their design
+        that keeps windows off the frame's own time (docs/results/study_sync_mmdiffusion_cpu.md).
     num_heads: heads of the video/audio self-attention.
     head_dim: channels per head of RS-MMA.
     dilation_cycle: audio dilations cycle through ``2 ** (k mod dilation_cycle)``.
@@ -82,6 +85,7 @@ class MMDiffusionConfig:
     video_attention_downsampling: tuple[int, ...] = (2, 4, 8)
     rsmma_downsampling: tuple[int, ...] = (2, 4, 8)
     rsmma_windows: tuple[int, ...] = (1, 4, 8)
+    rsmma_random_shift: bool = True
     num_heads: int = 4
     head_dim: int = 64
     dilation_cycle: int = 10
@@ -277,7 +281,7 @@ class MMDiffusionUNet(nn.Module):
         def stage(cin: int, cout: int, level: int) -> CoupledStage:
             rsmma = None
             if level in windows:
-                rsmma = RSMMA(cout, cfg.head_dim, windows[level], True, cfg.norm_groups)
+                rsmma = RSMMA(cout, cfg.head_dim, windows[level], cfg.rsmma_random_shift, cfg.norm_groups)
             return CoupledStage(cfg, block(cin, cout), cout, level in attn_levels, False, rsmma)
 
         self.time_embed = TimestepEmbedder(base, base)
