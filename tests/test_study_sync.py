@@ -165,6 +165,26 @@ def test_sync_study_configs_load() -> None:
         assert ("cmmd", "ncmmd") in other.compare
 
 
+def test_mmdiffusion_study_configs_train_the_port_on_the_sync_data_and_the_ablation_changes_only_the_shift() -> None:
+    from cmmd.apps.study.config import system_train_dict
+
+    cpu = load_study_config(CONFIGS / "study_sync_cpu.yaml")
+    faithful = load_study_config(CONFIGS / "study_sync_mmdiffusion_cpu.yaml")
+    aligned = load_study_config(CONFIGS / "study_sync_mmdiffusion_aligned_cpu.yaml")
+    assert faithful.data == cpu.data == aligned.data and faithful.budget == cpu.budget == aligned.budget
+    port = system_train_dict(faithful, "mmdiffusion", 0)
+    assert port["model"] == {"preset": "mmdiffusion-tiny", "overrides": {}} and port["steps"] == 800
+    assert (port["data"]["video"], port["data"]["audio"], port["diffusion"]["loss"]["prediction"]) == ("pixels", "wave", "eps")
+    # The ablation reuses the faithful run (same identity) and differs from it in one field.
+    assert system_train_dict(aligned, "mmdiffusion", 0) == port
+    ablated = system_train_dict(aligned, "mmdiffusion-aligned", 0)
+    assert ablated["model"]["overrides"] == {"rsmma_random_shift": False}
+    assert {**ablated, "model": port["model"]} == port
+    assert aligned.systems["mmdiffusion-aligned"].sampling == faithful.systems["mmdiffusion"].sampling
+    assert ("mmdiffusion-aligned", "mmdiffusion") in aligned.compare
+    assert [r.name for r in aligned.runs()] == [r.name for r in faithful.runs()] + ["mmdiffusion-aligned-seed0"]
+
+
 def test_micro_sync_study_end_to_end(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                      capsys: pytest.CaptureFixture[str]) -> None:
     monkeypatch.setenv("CMMD_CACHE", str(tmp_path / "cache"))
