@@ -15,7 +15,7 @@ import yaml
 
 from cmmd.apps.study import load_study_config
 from cmmd.apps.study.config import curve_points, train_config
-from cmmd.apps.study.tables import min_detectable_difference, paired_tests, pool_seeds
+from cmmd.apps.study.tables import chance_tests, min_detectable_difference, paired_tests, pool_seeds
 from cmmd.cli import main
 from cmmd.config import ConfigError
 from cmmd.data.splits import TEST, VALIDATION
@@ -53,6 +53,32 @@ def test_pool_seeds_averages_each_clip_over_seeds_and_reports_the_spread() -> No
     assert pooled["per_seed"]["v2a"] == pytest.approx([0.3, 0.7, 0.4])
     assert pooled["seed_sd"]["v2a"] == pytest.approx(np.std([0.3, 0.7, 0.4], ddof=1))
     assert pooled["seeds"] == [0, 1, 2] and "a2v" not in pooled["metrics"]
+
+
+def test_chance_tests_pool_each_systems_shuffled_scores_per_clip_and_test_against_them() -> None:
+    names = [f"c{i}" for i in range(12)]
+    rng = np.random.default_rng(5)
+    chance = rng.uniform(0.1, 0.3, (2, 12))                # two seeds' outputs against shuffled pairs
+
+    def run(seed: int, own: np.ndarray, shuffled: np.ndarray | None) -> dict[str, Any]:
+        entry: dict[str, Any] = {"point": float(own.mean()), "per_item": dict(zip(names, own.tolist()))}
+        if shuffled is not None:
+            entry["baseline"] = {"label": "shuffled pairs (chance level)", "values": shuffled.tolist()}
+        return {"seed": seed, "metrics": {"v2a": {"k": entry}}}
+
+    learned = [run(s, chance[s] + 0.4, chance[s]) for s in (0, 1)]   # every clip 0.4 above its shuffled score
+    at_chance = [run(s, chance[s] + np.tile([0.05, -0.05], 6), chance[s]) for s in (0, 1)]  # as often above as below
+    per_generation = [run(0, chance[0], np.concatenate([chance[0], chance[0]]))]  # one baseline per generation
+    pooled = {name: pool_seeds(runs, {"v2a": "k", "a2v": None}, n_boot=200)
+              for name, runs in (("learned", learned), ("chance", at_chance), ("old", per_generation))}
+    entry = pooled["learned"]["metrics"]["v2a"]["k"]
+    assert entry["shuffled_per_item"]["c3"] == pytest.approx(chance[:, 3].mean())
+    assert "shuffled_per_item" not in pooled["old"]["metrics"]["v2a"]["k"]
+    tests = chance_tests(pooled, {"v2a": "k", "a2v": None}, n_boot=200)
+    assert [(t["a"], t["b"]) for t in tests] == [("learned", "learned shuffled"), ("chance", "chance shuffled")]
+    assert tests[0]["mean_diff"] == pytest.approx(0.4) and tests[0]["p_holm"] < 0.01
+    assert tests[1]["mean_diff"] == pytest.approx(0.0, abs=1e-12) and tests[1]["p_holm"] > 0.5
+    assert tests[0]["alpha_level"] == pytest.approx(0.025)
 
 
 def test_paired_tests_on_a_chosen_metric_carry_their_power() -> None:
@@ -213,8 +239,13 @@ def test_micro_sync_study_end_to_end(tmp_path: Path, monkeypatch: pytest.MonkeyP
         ("cmmd", "ncmmd", "v2a"), ("cmmd", "ncmmd", "a2v"), ("ncmmd", "ncmmd-renoised", "v2a"),
         ("ncmmd", "ncmmd-renoised", "a2v")]
     assert all(t["n"] == 6 and t["alpha_level"] == pytest.approx(0.0125) and "mde" in t for t in tests)
+    chance = study["chance_tests"]  # each system against its own outputs scored on shuffled pairs
+    assert [(t["a"], t["b"], t["mode"]) for t in chance][:2] == [("cmmd", "cmmd shuffled", "v2a"),
+                                                                ("cmmd", "cmmd shuffled", "a2v")]
+    assert len(chance) == 6 and all(t["n"] == 6 for t in chance)
     md = (out / "study.md").read_text()
     assert "## Seeds" in md and "MDE (80% power)" in md and "![learning curves](curves.png)" in md
+    assert "## Against shuffled pairs (seeds pooled per clip)" in md and "CMMD - shuffled pairs" in md
     assert "Training wall time per 1000 steps" in md
     # A second invocation reuses the runs and their curves (their checkpoints are gone).
     assert main(["study", str(CONFIGS / "study_sync_micro.yaml"), "--out", str(out)]) == 0

@@ -17,8 +17,8 @@ import torch
 from cmmd.config import flatten_dotted
 from cmmd.conventions import FPS
 from cmmd.apps.study.config import StudyConfig, base_train_config, system_train_dict
-from cmmd.apps.study.tables import (curve_table, eta_table, lambda_table, main_table, paired_tests, pool_seeds,
-                                    seeds_table, steps_cell, summary_entry, tests_table)
+from cmmd.apps.study.tables import (chance_tests, curve_table, eta_table, lambda_table, main_table, paired_tests,
+                                    pool_seeds, seeds_table, steps_cell, summary_entry, tests_table)
 from cmmd.data.splits import TEST, VALIDATION
 from cmmd.eval.report import json_safe
 from cmmd.train.config import TrainConfig
@@ -173,6 +173,7 @@ def build_report(cfg: StudyConfig, out: Path, rows: Mapping[str, Mapping[str, An
     pooled = pooled_rows(cfg, rows)
     seeded = any(r["seed"] is not None for r in rows.values())
     tests = paired_tests(pooled, cfg.compare, cfg.evaluation.n_boot, cfg.evaluation.seed, keys)
+    chance = chance_tests(pooled, keys, cfg.evaluation.n_boot, cfg.evaluation.seed)
     family = eta_family(cfg, cfg.compare[0][0]) if cfg.compare else []
     eta_rows = {n: pooled[n] for n in family} if len({pooled[n]["eta"] for n in family}) >= 3 else {}
     tol = int(round(cfg.evaluation.sync_tolerance * 1000))
@@ -211,6 +212,15 @@ def build_report(cfg: StudyConfig, out: Path, rows: Mapping[str, Mapping[str, An
             f"{len(tests)} tests), from the observed SD of the paired differences and the number of pairs: "
             "(z_(1-alpha/2) + z_0.8) * SD / sqrt(n), a normal approximation (for the Wilcoxon test itself an "
             "approximation; its efficiency relative to the t test is 0.955 for normal differences)."]))
+    if chance:
+        chance_labels = {**labels, **{t["b"]: "shuffled pairs" for t in chance}}
+        sections.append(("Against shuffled pairs" + (" (seeds pooled per clip)" if seeded else ""), [
+            *tests_table(chance, chance_labels, units), "",
+            "Has each system learned sync at all? Its per-clip score against the same outputs scored against "
+            "another test clip's reference (a fixed derangement: the *chance* column above)"
+            + (", both averaged over the system's seeds" if seeded else "")
+            + f"; Wilcoxon signed-rank (Pratt zeros), Holm-adjusted over the {len(chance)} tests of this table (a "
+            "family of its own), MDE as above."]))
     if curves:
         curve_lines = []
         for mode in ("v2a", "a2v"):
@@ -305,6 +315,7 @@ def build_report(cfg: StudyConfig, out: Path, rows: Mapping[str, Mapping[str, An
         "real_clips": {mode: {k: summary_entry(e) for k, e in reference["metrics"][mode].items()}
                        for mode in ("v2a", "a2v")},
         "paired_tests": tests,
+        "chance_tests": chance,
         "eta_sweep": sorted(eta_rows, key=lambda n: pooled[n]["eta"]) if eta_rows else None,
         "lambda_sweep": {"system": cfg.lambda_sweep.system, "known_level": cfg.lambda_sweep.known_level,
                          "rows": [_system_json(r) for r in lambda_rows]} if lambda_rows else None,

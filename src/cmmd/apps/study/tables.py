@@ -178,6 +178,16 @@ def tests_table(tests: Sequence[Mapping[str, Any]], labels: Mapping[str, str],
 # ----------------------------------------------------------------------------- seeds
 
 
+def shuffled_per_item(entry: Mapping[str, Any]) -> dict[str, float] | None:
+    """Per clip, the entry's outputs scored against another clip's reference (its shuffled-pairs
+    ``baseline``), or None where the entry has no baseline per clip (none, or one per generation
+    in metrics written before sync baselines were kept per condition with several generations)."""
+    values = (entry.get("baseline") or {}).get("values")
+    if values is None or len(values) != len(entry["per_item"]):
+        return None
+    return {name: float(v) for name, v in zip(entry["per_item"], values)}
+
+
 def pool_seeds(runs: Sequence[Mapping[str, Any]], keys: Mapping[str, str | None], n_boot: int = 2000,
                seed: int = 0) -> dict[str, Any]:
     """One system's runs (rows of one seed each) pooled: per clip, the mean over seeds of each
@@ -201,10 +211,34 @@ def pool_seeds(runs: Sequence[Mapping[str, Any]], keys: Mapping[str, str | None]
         ci = bootstrap_ci(clip_means, n_boot=n_boot, seed=seed)
         metrics[mode] = {key: {"kind": "item", "point": ci.point, "lo": ci.lo, "hi": ci.hi, "n": ci.n,
                                "n_dropped": ci.n_dropped, "per_item": dict(zip(names, clip_means.tolist()))}}
+        shuffled = [shuffled_per_item(e) for e in entries]
+        if all(sh is not None for sh in shuffled):
+            chance = np.array([[sh.get(n, np.nan) for n in names] for sh in shuffled], dtype=float)
+            with np.errstate(all="ignore"):
+                counts = (~np.isnan(chance)).sum(axis=0)
+                chance_means = np.where(counts > 0, np.nansum(chance, axis=0) / np.maximum(counts, 1), np.nan)
+            metrics[mode][key]["shuffled_per_item"] = dict(zip(names, chance_means.tolist()))
         per_seed[mode] = [float(e["point"]) for e in entries]
         finite = [v for v in per_seed[mode] if math.isfinite(v)]
         seed_sd[mode] = float(np.std(finite, ddof=1)) if len(finite) >= 2 else math.nan
     return {"metrics": metrics, "seeds": [r.get("seed") for r in runs], "per_seed": per_seed, "seed_sd": seed_sd}
+
+
+def chance_tests(pooled: Mapping[str, Mapping[str, Any]], keys: Mapping[str, str | None], n_boot: int = 2000,
+                 seed: int = 0, alpha: float = ALPHA) -> list[dict[str, Any]]:
+    """Has each system learned sync at all? Its pooled per-clip score ``keys[mode]`` against the
+    same outputs scored against shuffled pairs (``shuffled_per_item`` of :func:`pool_seeds`), as
+    :func:`paired_tests` with ``b`` = ``"<system> shuffled"``: Wilcoxon, bootstrap CI, Holm over
+    these tests (a family of their own), MDE."""
+    rows: dict[str, Mapping[str, Any]] = {}
+    pairs = []
+    for name, row in pooled.items():
+        chance = {mode: {key: {"per_item": entry["shuffled_per_item"]}} for mode, key in keys.items()
+                  if key and (entry := metric(row, mode, key)) is not None and "shuffled_per_item" in entry}
+        if chance:
+            rows[name], rows[f"{name} shuffled"] = row, {"metrics": chance}
+            pairs.append((name, f"{name} shuffled"))
+    return paired_tests(rows, pairs, n_boot, seed, keys, alpha)
 
 
 def seeds_table(pooled: Mapping[str, Mapping[str, Any]], keys: Mapping[str, str | None],

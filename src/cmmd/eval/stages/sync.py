@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from cmmd.eval.cache import cached
-from cmmd.eval.entries import baseline, item_metric
+from cmmd.eval.entries import item_metric, shuffled_comparison
 from cmmd.eval.features import FeatureCache
 from cmmd.eval.inputs import MediaFiles, progress_bar, with_file
 from cmmd.eval.pairing import Pairing, is_audio_only
@@ -58,16 +58,17 @@ def sync_metrics(pairing: Pairing, files: MediaFiles, cache: FeatureCache,
         if mode == "a2v" and not all(bool(d["has_video"]) for rows in detected.values() for d in rows):
             continue
         own: dict[str, list[dict[str, float]]] = {}
-        chance: list[dict[str, float]] = []
+        chance: dict[str, list[dict[str, float]]] = {}
         for i, name in enumerate(names):
             for d in detected[name]:
                 pred = [{"time": float(t), "class_index": int(c)}
                         for t, c in zip(d[f"{mode}_time"], d[f"{mode}_class"])]
                 own.setdefault(name, []).append(event_sync_metrics(pred, gt[name], s.sync_tolerance))
                 if perm is not None:
-                    chance.append(event_sync_metrics(pred, gt[names[perm[i]]], s.sync_tolerance))
+                    chance.setdefault(name, []).append(event_sync_metrics(pred, gt[names[perm[i]]], s.sync_tolerance))
         for key in SYNC_KEYS:
-            extra = ({"baseline": baseline([c[key] for c in chance], s, "shuffled ground truth (chance level)")}
+            extra = (shuffled_comparison({n: [r[key] for r in rows] for n, rows in own.items()},
+                                         {n: [r[key] for r in rows] for n, rows in chance.items()}, names, s)
                      if chance else {})
             out[f"sync_{mode}_{key}"] = item_metric(
                 {n: [r[key] for r in rows] for n, rows in own.items()}, names, s,
