@@ -178,6 +178,12 @@ def tests_table(tests: Sequence[Mapping[str, Any]], labels: Mapping[str, str],
 # ----------------------------------------------------------------------------- seeds
 
 
+def _seed_means(table: np.ndarray) -> np.ndarray:
+    """(seeds, clips) -> (clips,): each clip's mean over the seeds that have it (NaN where none do)."""
+    counts = (~np.isnan(table)).sum(axis=0)
+    return np.where(counts > 0, np.nansum(table, axis=0) / np.maximum(counts, 1), np.nan)
+
+
 def shuffled_per_item(entry: Mapping[str, Any]) -> dict[str, float] | None:
     """Per clip, the entry's outputs scored against another clip's reference (its shuffled-pairs
     ``baseline``), or None where the entry has no baseline per clip (none, or one per generation
@@ -194,7 +200,8 @@ def pool_seeds(runs: Sequence[Mapping[str, Any]], keys: Mapping[str, str | None]
     primary metric ``keys[mode]`` (NaN where every seed is NaN), its mean over clips with a
     bootstrap CI over clips, and the per-seed means (the seed-level spread: their SD).
     Returns ``{"metrics": {mode: {key: entry}}, "seeds": [...], "per_seed": {mode: [...]},
-    "seed_sd": {mode: sd}}``; an entry has ``point``, ``lo``, ``hi``, ``n``, ``per_item``."""
+    "seed_sd": {mode: sd}}``; an entry has ``point``, ``lo``, ``hi``, ``n``, ``per_item`` and, where
+    every seed's entry has a shuffled-pairs baseline per clip, ``shuffled_per_item`` (pooled alike)."""
     metrics: dict[str, dict[str, Any]] = {}
     per_seed: dict[str, list[float]] = {}
     seed_sd: dict[str, float] = {}
@@ -205,19 +212,14 @@ def pool_seeds(runs: Sequence[Mapping[str, Any]], keys: Mapping[str, str | None]
         names = sorted(set().union(*(e["per_item"] for e in entries)))
         table = np.array([[np.nan if e["per_item"].get(n) is None else float(e["per_item"][n]) for n in names]
                           for e in entries], dtype=float)  # (seeds, clips)
-        with np.errstate(all="ignore"):
-            counts = (~np.isnan(table)).sum(axis=0)
-            clip_means = np.where(counts > 0, np.nansum(table, axis=0) / np.maximum(counts, 1), np.nan)
+        clip_means = _seed_means(table)
         ci = bootstrap_ci(clip_means, n_boot=n_boot, seed=seed)
         metrics[mode] = {key: {"kind": "item", "point": ci.point, "lo": ci.lo, "hi": ci.hi, "n": ci.n,
                                "n_dropped": ci.n_dropped, "per_item": dict(zip(names, clip_means.tolist()))}}
         shuffled = [shuffled_per_item(e) for e in entries]
         if all(sh is not None for sh in shuffled):
             chance = np.array([[sh.get(n, np.nan) for n in names] for sh in shuffled], dtype=float)
-            with np.errstate(all="ignore"):
-                counts = (~np.isnan(chance)).sum(axis=0)
-                chance_means = np.where(counts > 0, np.nansum(chance, axis=0) / np.maximum(counts, 1), np.nan)
-            metrics[mode][key]["shuffled_per_item"] = dict(zip(names, chance_means.tolist()))
+            metrics[mode][key]["shuffled_per_item"] = dict(zip(names, _seed_means(chance).tolist()))
         per_seed[mode] = [float(e["point"]) for e in entries]
         finite = [v for v in per_seed[mode] if math.isfinite(v)]
         seed_sd[mode] = float(np.std(finite, ddof=1)) if len(finite) >= 2 else math.nan
