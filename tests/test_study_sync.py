@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from cmmd.apps.study import load_study_config
-from cmmd.apps.study.config import curve_points, train_config
+from cmmd.apps.study.config import curve_points, system_train_dict, train_config
 from cmmd.apps.study.tables import chance_tests, min_detectable_difference, paired_tests, pool_seeds
 from cmmd.cli import main
 from cmmd.config import ConfigError
@@ -192,8 +192,6 @@ def test_sync_study_configs_load() -> None:
 
 
 def test_mmdiffusion_study_configs_train_the_port_on_the_sync_data_and_the_ablation_changes_only_the_shift() -> None:
-    from cmmd.apps.study.config import system_train_dict
-
     cpu = load_study_config(CONFIGS / "study_sync_cpu.yaml")
     faithful = load_study_config(CONFIGS / "study_sync_mmdiffusion_cpu.yaml")
     aligned = load_study_config(CONFIGS / "study_sync_mmdiffusion_aligned_cpu.yaml")

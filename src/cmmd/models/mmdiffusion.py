@@ -68,7 +68,7 @@ class MMDiffusionConfig:
     rsmma_downsampling / rsmma_windows: where RS-MMA runs and its window in frames there.
     rsmma_random_shift: draw the windows' shift per pass, as theirs (True); False fixes ``s = 0``,
         so frame ``i`` reads only its own audio: an ablation of the one part of their design
-        that keeps windows off the frame's own time (docs/results/study_sync_mmdiffusion_cpu.md).
+        that keeps windows off the frame's own time (docs/results/study_sync_mmdiffusion_aligned_cpu.md).
     num_heads: heads of the video/audio self-attention.
     head_dim: channels per head of RS-MMA.
     dilation_cycle: audio dilations cycle through ``2 ** (k mod dilation_cycle)``.
