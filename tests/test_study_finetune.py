@@ -15,7 +15,7 @@ from conftest import MICRO_MODEL
 from safetensors.torch import load_file
 
 from cmmd.apps.study import load_study_config
-from cmmd.apps.study.config import train_config
+from cmmd.apps.study.config import system_train_dict, train_config
 from cmmd.apps.study.run import TrainPlan, build_tasks, plan_training
 from cmmd.cli import main
 from cmmd.config import ConfigError
@@ -190,3 +190,31 @@ def test_fine_tunes_train_after_their_source_and_report_the_steps_and_time_of_bo
     with pytest.raises(CmmdError, match=r"dpo-seed0 was fine-tuned from runs/ncmmd-seed0, which this study would "
                                         r"train"):
         plan_training(cfg, out, resume=False)
+
+
+def test_joint_plateau_config_continues_each_joint_run_with_its_own_loss_to_3200_steps() -> None:
+    cfg = load_study_config(CONFIGS / "study_sync_joint_plateau_cpu.yaml")
+    joint = load_study_config(CONFIGS / "study_sync_joint_cpu.yaml")
+    assert cfg.out == joint.out and cfg.curve.every == 400
+    # The joint study's runs are the starting points, with the same identity, so its folder reuses them.
+    for name in ("ncmmd-joint", "cmmd-joint"):
+        assert system_train_dict(cfg, name, 1) == system_train_dict(joint, name, 1)
+    plain, cmmd = (train_config(cfg, cfg.runs_of(name)[1], Path("OUT")) for name in ("ncmmd-joint-ft", "cmmd-joint-ft"))
+    start = train_config(joint, joint.runs_of("cmmd-joint")[1], Path("OUT"))
+    assert plain.init == str(Path("OUT") / "runs" / "ncmmd-joint-seed1")
+    assert cmmd.init == str(Path("OUT") / "runs" / "cmmd-joint-seed1")
+    # Both arms stay in the paper's recipe (never handed the condition clean), differ only in the loss,
+    # and reach 3,200 steps.
+    assert plain.diffusion.loss.clean_condition_prob == cmmd.diffusion.loss.clean_condition_prob == 0.0
+    assert (plain.diffusion.loss.contrastive, cmmd.diffusion.loss.contrastive) == ("none", "paper")
+    assert cmmd.diffusion.loss.eta == start.diffusion.loss.eta == 1.0e-4
+    assert plain.optim == cmmd.optim and plain.optim.lr_schedule == "constant" and plain.optim.lr == 1.0e-4
+    assert plain.negatives == cmmd.negatives == start.negatives
+    assert start.steps + cmmd.steps == start.steps + plain.steps == 3200
+    assert cfg.budget_text("cmmd-joint-ft") == "800 steps + 2400 steps fine-tune"
+    # Each is sampled as in the joint study: replacement and reconstruction guidance 3.
+    for ft, sampled in (("ncmmd-joint-ft", "ncmmd-joint"), ("ncmmd-joint-ft-guided", "ncmmd-joint-guided")):
+        assert cfg.systems[ft].sampling == joint.systems[sampled].sampling
+    assert cfg.systems["cmmd-joint-ft-guided"].trained_as == "cmmd-joint-ft"
+    assert cfg.compare == [("cmmd-joint-ft", "ncmmd-joint-ft"), ("cmmd-joint-ft-guided", "ncmmd-joint-ft-guided"),
+                           ("ncmmd-joint-ft-guided", "ncmmd-joint-guided")]
