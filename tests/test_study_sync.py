@@ -207,6 +207,27 @@ def test_mmdiffusion_study_configs_train_the_port_on_the_sync_data_and_the_ablat
     assert aligned.systems["mmdiffusion-aligned"].sampling == faithful.systems["mmdiffusion"].sampling
     assert ("mmdiffusion-aligned", "mmdiffusion") in aligned.compare
     assert [r.name for r in aligned.runs()] == [r.name for r in faithful.runs()] + ["mmdiffusion-aligned-seed0"]
+    # The objective ablation: the aligned port with v-prediction on the cosine schedule, nothing else.
+    vpred = load_study_config(CONFIGS / "study_sync_mmdiffusion_vpred_cpu.yaml")
+    assert vpred.out == aligned.out and system_train_dict(vpred, "mmdiffusion-aligned", 0) == ablated
+    objective = system_train_dict(vpred, "mmdiffusion-aligned-v", 0)
+    assert (objective["diffusion"]["schedule"], objective["diffusion"]["loss"]["prediction"]) == ("cosine", "v")
+    assert {**objective, "diffusion": ablated["diffusion"]} == ablated
+    assert vpred.systems["mmdiffusion-aligned-v"].sampling == aligned.systems["mmdiffusion-aligned"].sampling
+    assert vpred.compare[0] == ("mmdiffusion-aligned-v", "mmdiffusion-aligned")
+
+
+def test_joint_eps_config_changes_only_the_objective_of_the_joint_ncmmd() -> None:
+    joint = load_study_config(CONFIGS / "study_sync_joint_cpu.yaml")
+    eps = load_study_config(CONFIGS / "study_sync_joint_eps_cpu.yaml")
+    reference = system_train_dict(joint, "ncmmd-joint", 2)
+    assert system_train_dict(eps, "ncmmd-joint", 2) == reference
+    changed = system_train_dict(eps, "ncmmd-joint-eps", 2)
+    assert (changed["diffusion"]["schedule"], changed["diffusion"]["loss"]["prediction"]) == ("linear", "eps")
+    assert {**changed, "diffusion": reference["diffusion"]} == reference
+    assert eps.systems["ncmmd-joint-eps-guided"].trained_as == "ncmmd-joint-eps"
+    for new, old in (("ncmmd-joint-eps", "ncmmd-joint"), ("ncmmd-joint-eps-guided", "ncmmd-joint-guided")):
+        assert eps.systems[new].sampling == joint.systems[old].sampling and (new, old) in eps.compare
 
 
 def test_micro_sync_study_end_to_end(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
