@@ -9,6 +9,7 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
+import torch
 
 from cmmd.cli import main
 from cmmd.data.media import read_media, write_media
@@ -73,6 +74,27 @@ def test_pipeline_rejects_wrong_size_frames(micro_run: Path) -> None:
     pipe = Pipeline.from_checkpoint(micro_run)
     frames = np.zeros((1, 8, 24, 24, 3), np.uint8)
     with pytest.raises(CmmdError, match="24x24 but the model was trained on 16x16"):
+        pipe.generate("v2a", SamplingSettings(steps=2), frames=frames)
+
+
+@pytest.mark.parametrize(("video_value", "audio_value", "named"), [
+    (0.0, 500.0, r"generated waveform \(after the vocoder\) has NaN .* spans \[500, 500\]"),
+    (float("nan"), 0.0, r"generated video has NaN"),
+])
+def test_a_diverged_sample_is_refused_with_its_range_not_written(micro_run: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                 video_value: float, audio_value: float,
+                                                                 named: str) -> None:
+    """A sampler whose log-mel runs off to +-500 (an eps model sampled without x0 clipping did) gives
+    infinities in the vocoder: refused with the model's range, not passed on to the mp4 encoder."""
+    import cmmd.pipeline
+
+    def diverged(denoiser, schedule, video_shape, audio_shape, **kw):  # type: ignore[no-untyped-def]
+        return torch.full(video_shape, video_value), torch.full(audio_shape, audio_value)
+
+    monkeypatch.setattr(cmmd.pipeline, "sample", diverged)
+    pipe = Pipeline.from_checkpoint(micro_run)
+    frames = render_clip("impacts", seed=7, duration=1.2, size=16).frames[None]
+    with pytest.raises(CmmdError, match=r"sampling diverged \(ddim, 2 steps\): the " + named):
         pipe.generate("v2a", SamplingSettings(steps=2), frames=frames)
 
 

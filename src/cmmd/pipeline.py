@@ -89,6 +89,22 @@ class Generated:
     settings: dict[str, Any] = field(default_factory=dict)
 
 
+def _refuse_diverged(settings: SamplingSettings, video: torch.Tensor, audio: torch.Tensor, wave: np.ndarray) -> None:
+    """Raise a CmmdError when sampling diverged: the model's video (B, T, ...) or audio (B, C, L)
+    has a non-finite value, or the vocoder's waves (B, S) do (a log-mel far out of range turns into
+    infinities there). Written as it is, such a sample would be a black clip or an encoder error."""
+    bad = [name for name, x in (("video", video), ("audio", audio)) if not bool(torch.isfinite(x).all())]
+    if not bad and not np.isfinite(wave).all():
+        bad = ["waveform (after the vocoder)"]
+    if not bad:
+        return
+    finite = audio[torch.isfinite(audio)]
+    span = f"[{finite.min().item():.3g}, {finite.max().item():.3g}]" if finite.numel() else "none"
+    raise CmmdError(f"sampling diverged ({settings.method}, {settings.steps} steps): the generated {', '.join(bad)} "
+                    f"has NaN or infinite values; the model's audio output spans {span} in its normalised "
+                    "units, where training data lies within a few units of 0. Nothing was written for this batch.")
+
+
 def recorded_codec(extra: dict[str, Any], device: torch.device | str = "cpu",
                    checkpoint: Path | None = None) -> VideoCodec:
     """The video codec a checkpoint's ``extra`` records: pixel (also for old checkpoints that stored
@@ -315,5 +331,6 @@ class Pipeline:
                 _, audio = run(condition("v2a", video, None))
             redraw_video = not redraw_video
         mel, out_wave = self.decode_audio(audio)
+        _refuse_diverged(settings, video, audio, out_wave)
         return Generated(self.codec.decode(video), mel, out_wave,
                          {"mode": mode, **settings.__dict__, "known_level": known_level})
