@@ -93,16 +93,16 @@ def _refuse_diverged(settings: SamplingSettings, video: torch.Tensor, audio: tor
     """Raise a CmmdError when sampling diverged: the model's video (B, T, ...) or audio (B, C, L)
     has a non-finite value, or the vocoder's waves (B, S) do (a log-mel far out of range turns into
     infinities there). Written as it is, such a sample would be a black clip or an encoder error."""
-    bad = [name for name, x in (("video", video), ("audio", audio)) if not bool(torch.isfinite(x).all())]
-    if not bad and not np.isfinite(wave).all():
-        bad = ["waveform (after the vocoder)"]
-    if not bad:
-        return
-    finite = audio[torch.isfinite(audio)]
-    span = f"[{finite.min().item():.3g}, {finite.max().item():.3g}]" if finite.numel() else "none"
-    raise CmmdError(f"sampling diverged ({settings.method}, {settings.steps} steps): the generated {', '.join(bad)} "
-                    f"has NaN or infinite values; the model's audio output spans {span} in its normalised "
-                    "units, where training data lies within a few units of 0. Nothing was written for this batch.")
+    checks = (("video", video, "video", video), ("audio", audio, "audio", audio),
+              ("waveform (after the vocoder)", torch.as_tensor(wave), "audio", audio))
+    for name, values, source_name, source in checks:
+        if bool(torch.isfinite(values).all()):
+            continue
+        finite = source[torch.isfinite(source)]
+        span = f"[{finite.min().item():.3g}, {finite.max().item():.3g}]" if finite.numel() else "no finite value"
+        raise CmmdError(f"sampling diverged ({settings.method}, {settings.steps} steps): the generated {name} has NaN "
+                        f"or infinite values; the model's {source_name} output spans {span}, where its training data "
+                        "lie within a few units of 0. Nothing was written for this batch.")
 
 
 def recorded_codec(extra: dict[str, Any], device: torch.device | str = "cpu",
