@@ -174,6 +174,12 @@ def test_sync_study_configs_load() -> None:
                for n in paper)
     dance = load_study_config(CONFIGS / "study_sync_gpu_dance.yaml")
     assert dance.data.scene == "dance" and dance.data.tempo_changes and dance.out != gpu.out
+    # nCMMD trains without negatives (not as eta 0, which would still run them through the network at
+    # CMMD's cost and spoil the equal-wall-clock reading); CMMD with them, on both scenes.
+    for cfg in (cpu, gpu, dance):
+        for name, system in cfg.systems.items():
+            if name.startswith("ncmmd") and not system.trained_as:
+                assert system.train["diffusion.loss.contrastive"] == "none", (cfg.title, name)
     assert load_study_config(CONFIGS / "study_sync_micro.yaml").curve.every == 2
     guided = load_study_config(CONFIGS / "study_sync_guidance_cpu.yaml")  # reuses the CPU study's runs
     assert guided.runs() == cpu.runs() and guided.systems["ncmmd-syncguide"].trained_as == "ncmmd"
