@@ -221,6 +221,25 @@ def test_mmdiffusion_study_configs_train_the_port_on_the_sync_data_and_the_ablat
     assert {**objective, "diffusion": ablated["diffusion"]} == ablated
     assert vpred.systems["mmdiffusion-aligned-v"].sampling == aligned.systems["mmdiffusion-aligned"].sampling
     assert vpred.compare[0] == ("mmdiffusion-aligned-v", "mmdiffusion-aligned")
+    # The GPU counterpart: the three ports at their AIST++ size, differing as on CPU, beside the GPU
+    # sync study's nCMMD runs (same folder and identity, so reused).
+    gpu, gpu_ports = load_study_config(CONFIGS / "study_sync_gpu.yaml"), load_study_config(
+        CONFIGS / "study_sync_mmdiffusion_gpu.yaml")
+    reference = system_train_dict(gpu, "ncmmd-joint", 2)
+    assert gpu_ports.out == gpu.out and system_train_dict(gpu_ports, "ncmmd-joint", 2) == reference
+    big = {name: system_train_dict(gpu_ports, name, 2)
+           for name in ("mmdiffusion", "mmdiffusion-aligned", "mmdiffusion-aligned-v")}
+    assert big["mmdiffusion"]["model"] == {"preset": "mmdiffusion-aist", "overrides": {}}
+    for name, cpu in (("mmdiffusion", aligned), ("mmdiffusion-aligned", aligned), ("mmdiffusion-aligned-v", vpred)):
+        small = system_train_dict(cpu, name, 0)
+        assert big[name]["model"]["overrides"] == small["model"]["overrides"]
+        assert (big[name]["diffusion"], big[name]["data"]["video"], big[name]["data"]["audio"]) == \
+            (small["diffusion"], "pixels", "wave")
+        assert gpu_ports.systems[name].sampling == cpu.systems[name].sampling
+        rest = ("model", "diffusion", "data")
+        assert {k: v for k, v in big[name].items() if k not in rest} == \
+            {k: v for k, v in reference.items() if k not in rest}
+    assert ("ncmmd-joint-guided", "mmdiffusion") in gpu_ports.compare and len(gpu_ports.runs()) == 15
 
 
 def test_joint_eps_config_changes_only_the_objective_of_the_joint_ncmmd() -> None:
