@@ -67,11 +67,11 @@ def sync_metrics(pairing: Pairing, files: MediaFiles, cache: FeatureCache,
                 if perm is not None:
                     chance.setdefault(name, []).append(event_sync_metrics(pred, gt[names[perm[i]]], s.sync_tolerance))
         for key in SYNC_KEYS:
-            extra = (shuffled_comparison({n: [r[key] for r in rows] for n, rows in own.items()},
-                                         {n: [r[key] for r in rows] for n, rows in chance.items()}, names, s)
+            scores = {n: [r[key] for r in rows] for n, rows in own.items()}
+            extra = (shuffled_comparison(scores, {n: [r[key] for r in rows] for n, rows in chance.items()}, names, s)
                      if chance else {})
             out[f"sync_{mode}_{key}"] = item_metric(
-                {n: [r[key] for r in rows] for n, rows in own.items()}, names, s,
+                scores, names, s,
                 f"{key.replace('_', ' ')} of {label} vs the sidecar events (+-{s.sync_tolerance * 1000:g} ms)",
                 None if key == "median_offset_ms" else False, **extra)
     return out, None
