@@ -93,11 +93,13 @@ def _refuse_diverged(settings: SamplingSettings, video: torch.Tensor, audio: tor
     """Raise a CmmdError when sampling diverged: the model's video (B, T, ...) or audio (B, C, L)
     has a non-finite value, or the vocoder's waves (B, S) do (a log-mel far out of range turns into
     infinities there). Written as it is, such a sample would be a black clip or an encoder error."""
-    checks = (("video", video, "video", video), ("audio", audio, "audio", audio),
-              ("waveform (after the vocoder)", torch.as_tensor(wave), "audio", audio))
-    for name, values, source_name, source in checks:
+    outputs = {"video": video, "audio": audio}
+    checks = (("video", video, "video"), ("audio", audio, "audio"),
+              ("waveform (after the vocoder)", torch.as_tensor(wave), "audio"))
+    for name, values, source_name in checks:
         if bool(torch.isfinite(values).all()):
             continue
+        source = outputs[source_name]
         finite = source[torch.isfinite(source)]
         span = f"[{finite.min().item():.3g}, {finite.max().item():.3g}]" if finite.numel() else "no finite value"
         raise CmmdError(f"sampling diverged ({settings.method}, {settings.steps} steps): the generated {name} has NaN "
