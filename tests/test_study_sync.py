@@ -230,13 +230,13 @@ def test_mmdiffusion_study_configs_train_the_port_on_the_sync_data_and_the_ablat
     big = {name: system_train_dict(gpu_ports, name, 2)
            for name in ("mmdiffusion", "mmdiffusion-aligned", "mmdiffusion-aligned-v")}
     assert big["mmdiffusion"]["model"] == {"preset": "mmdiffusion-aist", "overrides": {}}
-    for name, cpu in (("mmdiffusion", aligned), ("mmdiffusion-aligned", aligned), ("mmdiffusion-aligned-v", vpred)):
-        small = system_train_dict(cpu, name, 0)
+    rest = ("model", "diffusion", "data")
+    for name, ablation in (("mmdiffusion", aligned), ("mmdiffusion-aligned", aligned), ("mmdiffusion-aligned-v", vpred)):
+        small = system_train_dict(ablation, name, 0)
         assert big[name]["model"]["overrides"] == small["model"]["overrides"]
         assert (big[name]["diffusion"], big[name]["data"]["video"], big[name]["data"]["audio"]) == \
             (small["diffusion"], "pixels", "wave")
-        assert gpu_ports.systems[name].sampling == cpu.systems[name].sampling
-        rest = ("model", "diffusion", "data")
+        assert gpu_ports.systems[name].sampling == ablation.systems[name].sampling
         assert {k: v for k, v in big[name].items() if k not in rest} == \
             {k: v for k, v in reference.items() if k not in rest}
     assert ("ncmmd-joint-guided", "mmdiffusion") in gpu_ports.compare and len(gpu_ports.runs()) == 15
