@@ -242,6 +242,22 @@ def test_mmdiffusion_study_configs_train_the_port_on_the_sync_data_and_the_ablat
     assert ("ncmmd-joint-guided", "mmdiffusion") in gpu_ports.compare and len(gpu_ports.runs()) == 15
 
 
+def test_short_window_mmdiffusion_config_changes_only_the_window_length_for_every_system() -> None:
+    """The 1.0-s config is the v-prediction port study with 10-frame windows for nCMMD and the port
+    alike (same clips, steps, batch, sampler), scored on 1.0-s TEST clips, in its own folder."""
+    vpred = load_study_config(CONFIGS / "study_sync_mmdiffusion_vpred_cpu.yaml")
+    short = load_study_config(CONFIGS / "study_sync_mmdiffusion_short_cpu.yaml")
+    assert short.data == vpred.data and short.budget == vpred.budget and short.out != vpred.out
+    assert (short.test.seconds, short.curve.seconds, short.test.clips) == (1.0, 1.0, 64)
+    assert [r.name for r in short.runs()] == ["ncmmd-seed0", "ncmmd-seed1", "ncmmd-seed2", "mmdiffusion-aligned-v-seed0"]
+    for name in ("ncmmd", "mmdiffusion-aligned-v"):
+        long, cut = system_train_dict(vpred, name, 0), system_train_dict(short, name, 0)
+        assert cut["data"]["clip_frames"] == 10 and long["data"]["clip_frames"] == 18
+        assert {**cut, "data": long["data"]} == long
+        assert short.systems[name].sampling == vpred.systems[name].sampling
+    assert short.compare == [("ncmmd", "mmdiffusion-aligned-v")]
+
+
 def test_joint_eps_config_changes_only_the_objective_of_the_joint_ncmmd() -> None:
     joint = load_study_config(CONFIGS / "study_sync_joint_cpu.yaml")
     eps = load_study_config(CONFIGS / "study_sync_joint_eps_cpu.yaml")
