@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from pathlib import Path
 from typing import Any
 
@@ -275,3 +276,31 @@ def test_a_study_system_resumes_past_a_torn_checkpoint(prepared_impacts: Path, t
     printed = capsys.readouterr()
     assert "from step 2" in printed.out and "step_00000004" in printed.err
     assert done["steps"] == 6 and read_info(latest_checkpoint(tmp_path / "run")).step == 6
+
+
+def test_a_second_study_in_a_folder_in_use_is_refused_naming_the_holder(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Two `cmmd study` in one OUT would re-prepare the training set under the first one's runs: the
+    second is refused before any work while the first holds OUT, and runs once it has ended."""
+    import subprocess
+    import sys
+
+    out = tmp_path / "out"
+    out.mkdir()
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time\nfrom pathlib import Path\nfrom cmmd.apps.study.run import holding\n"
+         "with holding(Path(sys.argv[1])):\n    print('held', flush=True)\n    time.sleep(60)\n", str(out)],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        path = write(tmp_path / "study.yaml", micro_study())
+        assert main(["study", str(path), "--out", str(out)]) == 2
+        err = capsys.readouterr().err
+        assert f"{out} is in use by another `cmmd study` (pid {holder.pid}, since " in err
+        assert sorted(p.name for p in out.iterdir()) == ["study.lock"]
+    finally:
+        holder.kill()
+        holder.wait()
+    from cmmd.apps.study.run import holding
+    with holding(out):  # released when its holder ended, however it ended
+        assert f"pid {os.getpid()}," in (out / "study.lock").read_text()

@@ -3,6 +3,7 @@
 Layout of ``OUT``::
 
     study_base.json                  training set + base of this folder (other bases are refused)
+    study.lock                       held by the `cmmd study` working in OUT (a second one is refused)
     train_clips/ prepared/           synthetic training set and its shards (and codec latents)
     test_clips/<name>.mp4|.json      held-out TEST clips with their ground truth
     curve_clips/                     VALIDATION clips of the learning curves
@@ -23,10 +24,12 @@ evaluate as tasks (:mod:`cmmd.apps.study.tasks`), then the tables (:mod:`cmmd.ap
 
 from __future__ import annotations
 
+import fcntl
 import os
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
@@ -54,6 +57,25 @@ MODE_METRICS: dict[Mode, tuple[str, ...]] = {"v2a": ("fad", "beat", "sync", "off
 
 
 # ----------------------------------------------------------------------------- OUT and training plans
+
+
+@contextmanager
+def holding(out: Path) -> Iterator[None]:
+    """Hold ``OUT/study.lock`` while a study works in ``out``, or refuse: a second ``cmmd study`` in the
+    same folder would re-prepare the training set under the first one's running trainings and race
+    on the shared outputs. The operating system drops the lock when the process ends, however."""
+    with open(out / "study.lock", "a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "another process"
+            raise CmmdError(f"{out} is in use by another `cmmd study` ({holder}); wait for it to finish, "
+                            "or give this one another --out") from None
+        handle.truncate(0)
+        handle.write(f"pid {os.getpid()}, since {time.strftime('%Y-%m-%d %H:%M:%S')}\n")
+        handle.flush()
+        yield
 
 
 def claim_out(cfg: StudyConfig, out: Path) -> None:
@@ -399,10 +421,17 @@ def _own_metrics(metrics: dict[str, Any], mode: Mode) -> dict[str, Any]:
 def run_study(cfg: StudyConfig, out: Path, resume: bool = False, command: str = "cmmd study",
               say: Callable[[str], None] = print) -> dict[str, Any]:
     """Run (or complete) the study into ``out``; returns what ``study.json`` holds."""
+    out.mkdir(parents=True, exist_ok=True)
+    with holding(out):
+        return _run_study(cfg, out, resume, command, say)
+
+
+def _run_study(cfg: StudyConfig, out: Path, resume: bool, command: str,
+               say: Callable[[str], None]) -> dict[str, Any]:
+    """:func:`run_study` once ``out`` is held."""
     from cmmd.data.splits import VALIDATION
 
     started, load_start = time.time(), os.getloadavg()
-    out.mkdir(parents=True, exist_ok=True)
     runs = cfg.runs()
     train_cfgs = {run.name: train_config(cfg, run, out) for run in runs}
     claim_out(cfg, out)
