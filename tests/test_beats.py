@@ -107,6 +107,19 @@ def test_silence_and_empty_ground_truth() -> None:
     assert math.isnan(no_gt["hit_rate_100ms"]) and no_gt["n_gt"] == 0
 
 
+def test_the_one_second_minimum_holds_for_waveforms_and_log_mels_alike() -> None:
+    """A 1.0-s clip is trackable as a waveform and as its log-mel (62 frames span only 0.992 s):
+    the minimum that study configs check (``test.seconds >= 1``); a sample or a frame less is not."""
+    clip = dance(0, duration=1.0).audio
+    assert clip.shape == (SR,)
+    for audio in (clip, wave_log_mel(clip)):
+        assert beats.beat_envelope(audio).shape == (SR // beats.HOP,)
+    for short, samples in ((clip[:-1], SR - 1), (wave_log_mel(clip)[:, :-1], 62 * beats.HOP - 1)):
+        with pytest.raises(CmmdError, match=rf"beat_envelope: {samples} samples of audio \(0\.99\d* s at 16000 Hz\); "
+                                            r"beat tracking needs at least 1 s"):
+            beats.beat_envelope(short)
+
+
 def test_input_errors() -> None:
     with pytest.raises(CmmdError, match="at least 1 s"):
         beats.beat_hit_rate_from_times(np.zeros(SR // 2, np.float32), [0.1])

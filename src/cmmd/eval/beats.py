@@ -69,12 +69,18 @@ TOLERANCES = (0.1, 0.5)
 
 
 def _beat_log_mel(audio: np.ndarray, sample_rate: int, name: str) -> np.ndarray:
-    """Log-mel ``(N_MELS, L)`` of a waveform or log-mel, refused if shorter than ``MIN_SECONDS``."""
-    mel = as_log_mel(audio, sample_rate, name)
-    if mel.shape[1] * HOP / sample_rate < MIN_SECONDS:
+    """Log-mel ``(N_MELS, L)`` of a waveform or log-mel, refused if shorter than ``MIN_SECONDS``.
+
+    A waveform's length is its own; a log-mel of ``L = S // HOP`` frames may come from up to
+    ``(L + 1) * HOP - 1`` samples, so a 1.0-s clip (62 frames, 0.992 s of frames) is not refused.
+    """
+    wave = np.asarray(audio)
+    mel = as_log_mel(wave, sample_rate, name)
+    samples = wave.shape[0] if wave.ndim == 1 else (mel.shape[1] + 1) * HOP - 1
+    if samples < MIN_SECONDS * sample_rate:
         raise CmmdError(
-            f"{name}: {mel.shape[1] * HOP / sample_rate:.2f} s of audio; beat tracking needs at least "
-            f"{MIN_SECONDS:g} s (two beats at 120 BPM)"
+            f"{name}: {samples} samples of audio ({samples / sample_rate:.4g} s at {sample_rate} Hz); beat "
+            f"tracking needs at least {MIN_SECONDS:g} s (two beats at 120 BPM)"
         )
     return mel
 
