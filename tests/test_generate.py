@@ -34,7 +34,10 @@ def test_pipeline_modes_shapes_and_seed_determinism(micro_run: Path) -> None:
     clip = render_clip("impacts", seed=7, duration=1.7, size=16)  # odd length: 17 frames, 27200 samples
     s = SamplingSettings(steps=4, seed=3)
     v2a = pipe.generate("v2a", s, frames=clip.frames[None])
-    assert v2a.mel.shape == (1, 80, 27200 // 256) and v2a.wave.shape == (1, (27200 // 256) * 256)
+    # The audio lasts as long as the video: the vocoder's 106 * 256 samples, then the last partial
+    # hop as silence (short of it, a 1.0-s clip's audio was 0.992 s and beat tracking refused it).
+    assert v2a.mel.shape == (1, 80, 27200 // 256) and v2a.wave.shape == (1, 27200)
+    assert np.abs(v2a.wave[0, : 106 * 256]).max() > 0 and not v2a.wave[0, 106 * 256 :].any()
     np.testing.assert_array_equal(v2a.frames[0], clip.frames)  # the condition comes back exactly
     again = pipe.generate("v2a", s, frames=clip.frames[None])
     np.testing.assert_array_equal(again.mel, v2a.mel)

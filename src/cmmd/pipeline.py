@@ -81,7 +81,7 @@ class SamplingSettings:
 @dataclass
 class Generated:
     """A batch of samples: frames uint8 (B, T, H, W, 3) (decoded by the codec, the condition's
-    round trip included), log-mels (B, 80, L), waves (B, L*HOP) (by the vocoder)."""
+    round trip included), log-mels (B, 80, L), waves (B, S) (by the vocoder, S the clip's samples)."""
 
     frames: np.ndarray
     mel: np.ndarray
@@ -202,8 +202,12 @@ class Pipeline:
     def audio_length_for(self, num_frames: int) -> int:
         """Length of the model's audio tensor for ``num_frames`` video frames (same duration):
         samples for waveform models, mel frames (our framing) otherwise."""
-        samples = int(round(num_frames * self.sample_rate / self.fps))
+        samples = self.samples_for(num_frames)
         return samples if self.audio_is_wave else samples // HOP
+
+    def samples_for(self, num_frames: int) -> int:
+        """Audio samples lasting as long as ``num_frames`` video frames."""
+        return int(round(num_frames * self.sample_rate / self.fps))
 
     def encode_video(self, frames: np.ndarray) -> torch.Tensor:
         """uint8 (B, T, H, W, 3) at the model's size -> model video tensor (B, T, C, H / d, W / d)
@@ -334,5 +338,9 @@ class Pipeline:
             redraw_video = not redraw_video
         mel, out_wave = self.decode_audio(audio)
         _refuse_diverged(settings, video, audio, out_wave)
+        # L = S // HOP mel frames vocode to L * HOP samples: the clip's last partial hop (under 16 ms)
+        # becomes silence, so that the audio lasts as long as the video (a 1.0-s clip, not 0.992 s).
+        missing = self.samples_for(num_frames) - out_wave.shape[-1]
+        out_wave = np.pad(out_wave, ((0, 0), (0, missing))) if missing > 0 else out_wave
         return Generated(self.codec.decode(video), mel, out_wave,
                          {"mode": mode, **settings.__dict__, "known_level": known_level})
