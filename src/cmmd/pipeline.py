@@ -21,7 +21,7 @@ from cmmd.assets import DEMO_VAE
 from cmmd.audio.mel import MelStats, log_mel, recorded_mel
 from cmmd.audio.vocoders import GriffinLim, Vocoder, load_vocoder
 from cmmd.config import from_dict
-from cmmd.conventions import HOP, mel_rate
+from cmmd.conventions import HOP, frames_to_samples, mel_rate
 from cmmd.data.negatives import shift_ms_to_frames
 from cmmd.diffusion.denoiser import Denoiser, JointDenoiser
 from cmmd.diffusion.guidance import Condition
@@ -202,12 +202,8 @@ class Pipeline:
     def audio_length_for(self, num_frames: int) -> int:
         """Length of the model's audio tensor for ``num_frames`` video frames (same duration):
         samples for waveform models, mel frames (our framing) otherwise."""
-        samples = self.samples_for(num_frames)
+        samples = frames_to_samples(num_frames, self.fps, self.sample_rate)
         return samples if self.audio_is_wave else samples // HOP
-
-    def samples_for(self, num_frames: int) -> int:
-        """Audio samples lasting as long as ``num_frames`` video frames."""
-        return int(round(num_frames * self.sample_rate / self.fps))
 
     def encode_video(self, frames: np.ndarray) -> torch.Tensor:
         """uint8 (B, T, H, W, 3) at the model's size -> model video tensor (B, T, C, H / d, W / d)
@@ -340,7 +336,7 @@ class Pipeline:
         _refuse_diverged(settings, video, audio, out_wave)
         # L = S // HOP mel frames vocode to L * HOP samples: the clip's last partial hop (under 16 ms)
         # becomes silence, so that the audio lasts as long as the video (a 1.0-s clip, not 0.992 s).
-        missing = self.samples_for(num_frames) - out_wave.shape[-1]
+        missing = frames_to_samples(num_frames, self.fps, self.sample_rate) - out_wave.shape[-1]
         out_wave = np.pad(out_wave, ((0, 0), (0, missing))) if missing > 0 else out_wave
         return Generated(self.codec.decode(video), mel, out_wave,
                          {"mode": mode, **settings.__dict__, "known_level": known_level})
